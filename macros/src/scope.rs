@@ -1,0 +1,323 @@
+//! `with_scope!`: parse `M1 as a, M2 as b => { block }` and expand it to
+//! straight-line code over the runtime's `Scope` and `Guard`s.
+
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, Token};
+
+const SYNTAX: &str = "with_scope!(manager as name, ... => { block })";
+
+/// What a manager's value is bound to.
+enum Binding {
+    /// No `as`: the value is held, unnamed, until the block ends.
+    None,
+    /// `as _`: the same, written out.
+    Wild,
+    /// `as name` / `as mut name`.
+    Name { mutable: bool, ident: Ident },
+}
+
+struct Manager {
+    expr: Expr,
+    binding: Binding,
+}
+
+struct Input {
+    krate: TokenStream,
+    managers: Vec<Manager>,
+    block: Group,
+}
+
+/// The macro's entry.
+pub(crate) fn with_scope(input: TokenStream) -> syn::Result<TokenStream> {
+    let input = parse(input)?;
+    Ok(expand(&input))
+}
+
+fn parse(input: TokenStream) -> syn::Result<Input> {
+    let mut tokens = input.into_iter();
+    let krate = match tokens.next() {
+        Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis => g.stream(),
+        _ => {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "with_scope_inner! is internal: use with_scope!",
+            ));
+        }
+    };
+    let tokens: Vec<TokenTree> = tokens.collect();
+    let Some(arrow) = find_arrow(&tokens) else {
+        let span = tokens.last().map_or_else(Span::call_site, TokenTree::span);
+        return Err(syn::Error::new(
+            span,
+            format!("expected `=>` followed by the scope's block: {SYNTAX}"),
+        ));
+    };
+    let block = match &tokens[arrow + 2..] {
+        [TokenTree::Group(g)] if g.delimiter() == Delimiter::Brace => g.clone(),
+        [] => {
+            return Err(syn::Error::new(
+                tokens[arrow + 1].span(),
+                format!("expected a `{{ ... }}` block after `=>`: {SYNTAX}"),
+            ));
+        }
+        rest => {
+            let span = rest[0].span();
+            return Err(syn::Error::new(
+                span,
+                format!("expected one `{{ ... }}` block after `=>`: {SYNTAX}"),
+            ));
+        }
+    };
+    let managers = parse_managers(&tokens[..arrow], tokens[arrow].span())?;
+    Ok(Input {
+        krate,
+        managers,
+        block,
+    })
+}
+
+/// The first `=>` outside any group.
+fn find_arrow(tokens: &[TokenTree]) -> Option<usize> {
+    tokens.windows(2).position(|w| {
+        matches!((&w[0], &w[1]),
+            (TokenTree::Punct(a), TokenTree::Punct(b))
+                if a.as_char() == '=' && b.as_char() == '>' && a.spacing() == proc_macro2::Spacing::Joint)
+    })
+}
+
+/// Splits `M1 as a, M2, M3 as mut c` into managers. A top-level `as`
+/// followed by `_`, `name` or `mut name` and then `,` or the end is a
+/// binding; any other `as` (e.g. in `<T as Trait>::new()`) is part of the
+/// expression. The expressions between bindings are parsed by syn, so
+/// commas inside generics (`Pool::<A, B>::new()`) are handled.
+fn parse_managers(tokens: &[TokenTree], arrow: Span) -> syn::Result<Vec<Manager>> {
+    if tokens.is_empty() {
+        return Err(syn::Error::new(
+            arrow,
+            format!("expected at least one manager before `=>`: {SYNTAX}"),
+        ));
+    }
+    let mut managers = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < tokens.len() {
+        let TokenTree::Ident(ident) = &tokens[i] else {
+            i += 1;
+            continue;
+        };
+        if ident != "as" {
+            i += 1;
+            continue;
+        }
+        match binding_after(&tokens[i + 1..]) {
+            Some(Ok((binding, used))) => {
+                let segment = &tokens[start..i];
+                let mut exprs = parse_exprs(segment, ident.span())?;
+                let Some(expr) = exprs.pop() else {
+                    return Err(syn::Error::new(
+                        ident.span(),
+                        format!("expected a manager expression before `as`: {SYNTAX}"),
+                    ));
+                };
+                managers.extend(exprs.into_iter().map(|expr| Manager {
+                    expr,
+                    binding: Binding::None,
+                }));
+                managers.push(Manager { expr, binding });
+                i += 1 + used;
+                // Skip the `,` after the binding.
+                if i < tokens.len() {
+                    i += 1;
+                }
+                start = i;
+            }
+            Some(Err(error)) => return Err(error),
+            None => i += 1,
+        }
+    }
+    if start < tokens.len() {
+        let rest = &tokens[start..];
+        managers.extend(parse_exprs(rest, rest[0].span())?.into_iter().map(|expr| Manager {
+            expr,
+            binding: Binding::None,
+        }));
+    }
+    if managers.is_empty() {
+        return Err(syn::Error::new(
+            arrow,
+            format!("expected at least one manager before `=>`: {SYNTAX}"),
+        ));
+    }
+    Ok(managers)
+}
+
+/// After an `as`: `Some(Ok((binding, tokens used)))` if a binding follows
+/// (and then `,` or the end), `Some(Err)` for an `as` at the end of a
+/// manager without a valid binding, `None` if this `as` belongs to the
+/// expression.
+fn binding_after(tokens: &[TokenTree]) -> Option<syn::Result<(Binding, usize)>> {
+    let is_end = |t: Option<&TokenTree>| match t {
+        None => true,
+        Some(TokenTree::Punct(p)) => p.as_char() == ',',
+        _ => false,
+    };
+    match tokens {
+        [TokenTree::Ident(m), TokenTree::Ident(name), ..] if m == "mut" && is_end(tokens.get(2)) => {
+            Some(check_name(name).map(|()| (Binding::Name { mutable: true, ident: name.clone() }, 2)))
+        }
+        [TokenTree::Ident(name), ..] if is_end(tokens.get(1)) => Some(if name == "_" {
+            Ok((Binding::Wild, 1))
+        } else {
+            check_name(name).map(|()| (Binding::Name { mutable: false, ident: name.clone() }, 1))
+        }),
+        [] => Some(Err(syn::Error::new(
+            Span::call_site(),
+            format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
+        ))),
+        [first, ..] if is_end(Some(first)) => Some(Err(syn::Error::new(
+            first.span(),
+            format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
+        ))),
+        [TokenTree::Literal(lit), ..] | [TokenTree::Punct(_), TokenTree::Literal(lit), ..] => {
+            Some(Err(syn::Error::new(
+                lit.span(),
+                format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn check_name(ident: &Ident) -> syn::Result<()> {
+    syn::parse2::<Ident>(quote!(#ident)).map(|_| ()).map_err(|_| {
+        syn::Error::new(
+            ident.span(),
+            format!("expected a binding name after `as`, found the keyword `{ident}`"),
+        )
+    })
+}
+
+fn parse_exprs(tokens: &[TokenTree], at: Span) -> syn::Result<Vec<Expr>> {
+    if tokens.is_empty() {
+        return Err(syn::Error::new(
+            at,
+            format!("expected a manager expression: {SYNTAX}"),
+        ));
+    }
+    let stream: TokenStream = tokens.iter().cloned().collect();
+    let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(stream)?;
+    Ok(exprs.into_iter().collect())
+}
+
+/// Does `ident` appear anywhere in `tokens`?
+fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
+    tokens.clone().into_iter().any(|t| match t {
+        TokenTree::Ident(i) => i == *ident,
+        TokenTree::Group(g) => mentions(&g.stream(), ident),
+        _ => false,
+    })
+}
+
+// Input:
+//     with_scope!(A as a, B(a) as mut b => { BLOCK })
+// Output:
+//     {
+//         use KRATE::__private::{...dispatch traits... as _};
+//         let mut __acm_scope = KRATE::__private::Scope::new();
+//         let __acm_m0 = A;
+//         let __acm_d0 = (&&Probe::new(&__acm_m0, exit_task)).__acm_detach();
+//         let mut __acm_g0 = Guard::new(__acm_m0, __acm_d0);
+//         let __acm_c0 = __acm_scope.converter(&__acm_g0, |e| (describe(&e), raise(e)));
+//         if let Some(__acm_v0) = __acm_scope.enter(&mut __acm_g0, __acm_c0).await {
+//             let a = __acm_v0;
+//             ... the same for B, binding `b` ...
+//                 __acm_scope.body(async { let a = a; let mut b = b; BLOCK }, classify).await;
+//             __acm_scope.exit(&mut __acm_g1, __acm_c1).await;
+//         }
+//         __acm_scope.exit(&mut __acm_g0, __acm_c0).await;
+//         __acm_scope.finish()
+//     }
+// Bindings the block mentions are moved into it (it owns them); the others
+// stay in the enclosing frame, where later managers may use them.
+fn expand(input: &Input) -> TokenStream {
+    let krate = &input.krate;
+    let scope = Ident::new("__acm_scope", Span::mixed_site());
+    let block_tokens = input.block.stream();
+    let moves = input.managers.iter().filter_map(|m| match &m.binding {
+        Binding::Name { mutable, ident } if mentions(&block_tokens, ident) => {
+            let mutability = mutable.then(|| quote!(mut));
+            Some(quote!(#[allow(unused_mut)] let #mutability #ident = #ident;))
+        }
+        _ => None,
+    });
+    let block = &input.block;
+    let result = Ident::new("__acm_r", Span::mixed_site());
+    let mut inner = quote_spanned! {block.span()=>
+        #scope.body(
+            async { #(#moves)* #block_tokens },
+            |#result| (&&&&#krate::__private::Classify(#result)).__acm_outcome(),
+        ).await;
+    };
+    for (i, manager) in input.managers.iter().enumerate().rev() {
+        inner = expand_manager(krate, &scope, i, manager, inner);
+    }
+    quote! {
+        {
+            #[allow(unused_imports)]
+            use #krate::__private::{
+                ClassifyDebug as _, ClassifyDisplay as _, ClassifyOpaque as _, ClassifyOther as _,
+                DescribeDebug as _, DescribeDisplay as _, DescribeOpaque as _,
+                PickDetach as _, PickInPlace as _, RaiseFrom as _, RaiseNever as _,
+            };
+            let mut #scope = #krate::__private::Scope::new();
+            #inner
+            #scope.finish()
+        }
+    }
+}
+
+fn expand_manager(
+    krate: &TokenStream,
+    scope: &Ident,
+    i: usize,
+    manager: &Manager,
+    inner: TokenStream,
+) -> TokenStream {
+    let mixed = Span::mixed_site();
+    let m = format_ident!("__acm_m{}", i, span = mixed);
+    let d = format_ident!("__acm_d{}", i, span = mixed);
+    let g = format_ident!("__acm_g{}", i, span = mixed);
+    let c = format_ident!("__acm_c{}", i, span = mixed);
+    let v = format_ident!("__acm_v{}", i, span = mixed);
+    let e = Ident::new("__acm_e", mixed);
+    let expr = &manager.expr;
+    let span = expr.span();
+    let bind = match &manager.binding {
+        Binding::Name { mutable, ident } => {
+            let mutability = mutable.then(|| quote!(mut));
+            quote!(#[allow(unused_mut)] let #mutability #ident = #v;)
+        }
+        Binding::None | Binding::Wild => quote!(),
+    };
+    let setup = quote_spanned! {span=>
+        let #m = #expr;
+        let #d = (&&#krate::__private::Probe::new(&#m, #krate::__private::exit_task)).__acm_detach();
+        let mut #g = #krate::__private::Guard::new(#m, #d);
+        let #c = #scope.converter(&#g, |#e| {
+            let __acm_f = (&&&#krate::__private::Describe(&#e)).__acm_failure();
+            (__acm_f, #krate::__private::Raise::new(#e).__acm_raise())
+        });
+    };
+    quote! {
+        #setup
+        if let ::core::option::Option::Some(#v) = #scope.enter(&mut #g, #c).await {
+            #bind
+            #inner
+        }
+        #scope.exit(&mut #g, #c).await;
+    }
+}

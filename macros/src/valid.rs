@@ -1,0 +1,72 @@
+//! Checks that run before any code is generated.
+
+use syn::ItemFn;
+
+use crate::error::format_err;
+use crate::yields::{Context, Site};
+
+/// The attribute needs an `async fn`.
+pub(crate) fn asyncness(item: &ItemFn) -> syn::Result<()> {
+    if item.sig.asyncness.is_none() {
+        return Err(format_err!(
+            item.sig.fn_token,
+            "#[async_context_manager] requires an `async fn`: write `async fn {}`",
+            item.sig.ident
+        ));
+    }
+    if let Some(variadic) = &item.sig.variadic {
+        return Err(format_err!(
+            variadic,
+            "#[async_context_manager] does not support variadic arguments"
+        ));
+    }
+    Ok(())
+}
+
+/// Exactly one `yield_!`, in straight-line code of the fn itself.
+pub(crate) fn yields(item: &ItemFn, sites: &[Site]) -> syn::Result<()> {
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    match sites {
+        [] => push(format_err!(
+            item.sig.ident,
+            "#[async_context_manager] fn `{}` has no `yield_!`: it must yield exactly once, \
+             the value the scope's body receives",
+            item.sig.ident
+        )),
+        [_, rest @ ..] => {
+            for site in rest {
+                push(syn::Error::new(
+                    site.span,
+                    "#[async_context_manager] fn may contain only one `yield_!`; \
+                     an async context manager enters once and exits once",
+                ));
+            }
+            if !rest.is_empty() {
+                push(syn::Error::new(sites[0].span, "the first `yield_!` is here"));
+            }
+        }
+    }
+    for site in sites {
+        let why = match site.context {
+            Context::Plain => None,
+            Context::Loop => Some("inside a loop: it must be reached at most once"),
+            Context::Closure => Some("inside a closure: it must be in the fn's own body"),
+            Context::AsyncBlock => Some("inside a nested `async` block: it must be in the fn's own body"),
+            Context::NestedItem => Some("inside a nested fn or item: it must be in the fn's own body"),
+        };
+        if let Some(why) = why {
+            push(syn::Error::new(
+                site.span,
+                format!("#[async_context_manager]: `yield_!` cannot be {why}"),
+            ));
+        }
+        if let Some(e) = &site.error {
+            push(e.clone());
+        }
+    }
+    errors.map_or(Ok(()), Err)
+}

@@ -1,0 +1,220 @@
+//! Call-site dispatch for `with_scope!` (autoref specialization).
+//!
+//! These pick behaviour from the concrete types at the macro's call site,
+//! where a trait bound that does not hold makes method lookup fall through to
+//! the next, less specific impl (`NOTES.md` §3). Each receiver is written with
+//! one more `&` than the most specific impl's self type needs.
+
+use std::convert::Infallible;
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::marker::PhantomData;
+
+use crate::scope::{Detachable, InPlace};
+use crate::{AsyncContextManager, Failure, Outcome, OwnedManager};
+
+/// Describes a manager's error: `Display`, else `Debug`, else its type name.
+/// Call as `(&&&Describe(&error)).__acm_failure()`.
+#[derive(Debug)]
+pub struct Describe<'a, E: ?Sized>(pub &'a E);
+
+impl<E: ?Sized> Clone for Describe<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E: ?Sized> Copy for Describe<'_, E> {}
+
+/// `E: Display`.
+pub trait DescribeDisplay {
+    /// The failure record.
+    fn __acm_failure(&self) -> Failure;
+}
+impl<E: Display + ?Sized> DescribeDisplay for &&Describe<'_, E> {
+    fn __acm_failure(&self) -> Failure {
+        Failure::new(self.0)
+    }
+}
+
+/// `E: Debug`.
+pub trait DescribeDebug {
+    /// The failure record.
+    fn __acm_failure(&self) -> Failure;
+}
+impl<E: Debug + ?Sized> DescribeDebug for &Describe<'_, E> {
+    fn __acm_failure(&self) -> Failure {
+        Failure::from_debug(self.0)
+    }
+}
+
+/// Any `E`.
+pub trait DescribeOpaque {
+    /// The failure record.
+    fn __acm_failure(&self) -> Failure;
+}
+impl<E: ?Sized> DescribeOpaque for Describe<'_, E> {
+    fn __acm_failure(&self) -> Failure {
+        Failure::opaque(self.0)
+    }
+}
+
+/// Reads a block's value as an [`Outcome`]: `Err` is a failure, anything
+/// else (including non-`Result` values) a success.
+/// Call as `(&&&&Classify(&value)).__acm_outcome()`.
+#[derive(Debug)]
+pub struct Classify<'a, T>(pub &'a T);
+
+impl<T> Clone for Classify<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Classify<'_, T> {}
+
+/// `Result<T, E: Display>`.
+pub trait ClassifyDisplay {
+    /// The outcome.
+    fn __acm_outcome(&self) -> Outcome;
+}
+impl<T, E: Display> ClassifyDisplay for &&&Classify<'_, Result<T, E>> {
+    #[inline]
+    fn __acm_outcome(&self) -> Outcome {
+        match self.0 {
+            Ok(_) => Outcome::Success,
+            Err(e) => Outcome::Failed(Failure::new(e)),
+        }
+    }
+}
+
+/// `Result<T, E: Debug>`.
+pub trait ClassifyDebug {
+    /// The outcome.
+    fn __acm_outcome(&self) -> Outcome;
+}
+impl<T, E: Debug> ClassifyDebug for &&Classify<'_, Result<T, E>> {
+    #[inline]
+    fn __acm_outcome(&self) -> Outcome {
+        match self.0 {
+            Ok(_) => Outcome::Success,
+            Err(e) => Outcome::Failed(Failure::from_debug(e)),
+        }
+    }
+}
+
+/// `Result<T, E>`.
+pub trait ClassifyOpaque {
+    /// The outcome.
+    fn __acm_outcome(&self) -> Outcome;
+}
+impl<T, E> ClassifyOpaque for &Classify<'_, Result<T, E>> {
+    #[inline]
+    fn __acm_outcome(&self) -> Outcome {
+        match self.0 {
+            Ok(_) => Outcome::Success,
+            Err(e) => Outcome::Failed(Failure::opaque(e)),
+        }
+    }
+}
+
+/// Anything that is not a `Result`.
+pub trait ClassifyOther {
+    /// The outcome.
+    fn __acm_outcome(&self) -> Outcome;
+}
+impl<T> ClassifyOther for Classify<'_, T> {
+    #[inline]
+    fn __acm_outcome(&self) -> Outcome {
+        Outcome::Success
+    }
+}
+
+/// Turns a manager's error into the scope's value: any type for
+/// `Infallible` (the error cannot exist), else `Err(F::from(e))`.
+/// Call as `Raise::new(error).__acm_raise()`.
+#[derive(Debug)]
+pub struct Raise<E>(Option<E>);
+
+impl<E> Raise<E> {
+    /// Wraps the error.
+    #[inline]
+    pub fn new(error: E) -> Self {
+        Raise(Some(error))
+    }
+}
+
+/// `Infallible`: no constraint on the block's type.
+pub trait RaiseNever {
+    /// Unreachable: there is no `Infallible` value.
+    fn __acm_raise<R>(self) -> R;
+}
+impl RaiseNever for Raise<Infallible> {
+    #[inline]
+    fn __acm_raise<R>(self) -> R {
+        match self.0 {
+            Some(never) => match never {},
+            None => unreachable!(),
+        }
+    }
+}
+
+/// Any other error: the block must be a `Result` whose error absorbs it.
+pub trait RaiseFrom<E> {
+    /// `Err(F::from(error))`.
+    fn __acm_raise<T, F: From<E>>(self) -> Result<T, F>;
+}
+impl<E> RaiseFrom<E> for &mut Raise<E> {
+    #[inline]
+    fn __acm_raise<T, F: From<E>>(self) -> Result<T, F> {
+        Err(F::from(self.0.take().expect("async-contextlib: error raised twice")))
+    }
+}
+
+/// Chooses how a cancelled guard finishes its manager's exit.
+/// Call as `(&&Probe::new(&manager, exit_task)).__acm_detach()`.
+pub struct Probe<M, G>(G, PhantomData<fn(M)>);
+
+impl<M, G> Debug for Probe<M, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl<M: AsyncContextManager, G> Probe<M, G> {
+    /// `exit_task` is `crate::scope::exit_task`, instantiated for `M`.
+    #[inline]
+    pub fn new<F>(_manager: &M, exit_task: G) -> Self
+    where
+        G: Fn(M, Outcome) -> F,
+    {
+        Probe(exit_task, PhantomData)
+    }
+}
+
+/// An owned manager whose exit future is `Send`: detach it.
+pub trait PickDetach<G> {
+    /// The strategy.
+    fn __acm_detach(&self) -> Detachable<G>;
+}
+impl<M, G, F> PickDetach<G> for &Probe<M, G>
+where
+    M: OwnedManager,
+    G: Fn(M, Outcome) -> F + Copy,
+    F: Future<Output = Result<(), M::Error>> + Send + 'static,
+{
+    #[inline]
+    fn __acm_detach(&self) -> Detachable<G> {
+        Detachable(self.0)
+    }
+}
+
+/// Anything else: finish in place.
+pub trait PickInPlace {
+    /// The strategy.
+    fn __acm_detach(&self) -> InPlace;
+}
+impl<M, G> PickInPlace for Probe<M, G> {
+    #[inline]
+    fn __acm_detach(&self) -> InPlace {
+        InPlace
+    }
+}

@@ -1,0 +1,54 @@
+//! Runtime of [`async-contextlib`](https://docs.rs/async-contextlib): the
+//! [`AsyncContextManager`] trait, [`Outcome`], the scope guard that
+//! `with_scope!` expands to, the state machine behind
+//! `#[async_context_manager]`, and the cancellation-safe exit driver.
+//!
+//! Depend on `async-contextlib` instead; it re-exports everything public
+//! here next to the macros.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![doc(test(no_crate_inject, attr(deny(warnings))))]
+
+mod adapters;
+mod diag;
+mod dispatch;
+mod driver;
+mod generator;
+mod manager;
+mod outcome;
+mod scope;
+mod shield;
+mod stats;
+mod timeout;
+
+pub use adapters::{NullContext, nullcontext};
+pub use diag::{set_slow_exit_limit, slow_exit_limit};
+pub use driver::{StillPending, drain, drain_timeout};
+pub use manager::{AsyncContextManager, Deadline, OwnedManager};
+pub use outcome::{Failure, Outcome, Panic};
+pub use shield::{Shield, shield};
+pub use stats::{Stats, stats};
+pub use timeout::{Elapsed, Timeout, deadline, timeout};
+
+/// Not public API: what generated code names, through the facade's
+/// `__private`.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::dispatch::{
+        Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque, ClassifyOther, Describe,
+        DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
+        RaiseFrom, RaiseNever,
+    };
+    pub use crate::generator::{
+        Borrowing, ByValue, Co, GenOutput, Generator, LendMut, LendRef, Owned, YieldLend,
+        YieldMode, YieldValue,
+    };
+    pub use crate::driver::Job;
+    pub use crate::scope::{Detach, Detachable, Guard, InPlace, Scope, exit_task};
+}

@@ -1,0 +1,76 @@
+//! `shield`: a future the caller's cancellation cannot cut.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::driver::{self, Job, JobKind};
+
+/// Runs `fut` so that the caller's cancellation cannot cut it (Python's
+/// `asyncio.shield`): awaited, it is polled in place; dropped before it
+/// finishes, the exit driver finishes it, and [`drain`](crate::drain) waits
+/// for it. Its output is then discarded.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let flushed = Arc::new(AtomicBool::new(false));
+/// let f = flushed.clone();
+/// let work = async_contextlib::shield(async move {
+///     tokio::time::sleep(Duration::from_millis(5)).await;
+///     f.store(true, Ordering::SeqCst);
+/// });
+/// // Cut after 1 ms: the shielded work goes on without us.
+/// let _ = tokio::time::timeout(Duration::from_millis(1), work).await;
+/// async_contextlib::drain().await;
+/// assert!(flushed.load(Ordering::SeqCst));
+/// # }
+/// ```
+pub fn shield<F>(fut: F) -> Shield<F>
+where
+    F: Future + Send + 'static,
+{
+    Shield {
+        fut: Some(Box::pin(fut)),
+    }
+}
+
+/// The future returned by [`shield`].
+#[must_use = "a shielded future does nothing until awaited or dropped"]
+#[derive(Debug)]
+pub struct Shield<F: Future + Send + 'static> {
+    fut: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> Future for Shield<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let fut = self
+            .fut
+            .as_mut()
+            .expect("async-contextlib: shield polled after it finished");
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.fut = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Shield<F> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            driver::push(Job::new(
+                "async_contextlib::shield",
+                JobKind::Shield,
+                async move {
+                    fut.await;
+                    Ok::<(), Infallible>(())
+                },
+            ));
+        }
+    }
+}
