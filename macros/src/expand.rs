@@ -64,11 +64,10 @@ fn with_stub_body(error: syn::Error, item: &ItemFn) -> TokenStream {
 //     #[async_context_manager]
 //     pub async fn transaction(db: Db) -> Result<&mut Tx, DbError> { BODY }
 // Output:
-//     pub fn transaction(db: Db) -> impl for<'__acm_a>
-//         ::async_contextlib::AsyncContextManager<Value<'__acm_a> = &'__acm_a mut Tx, Error = DbError>
-//         + ::async_contextlib::OwnedManager
+//     pub fn transaction(db: Db) -> ::async_contextlib::generated::Generator<
+//         impl Future<Output = Result<(), DbError>>, LendMut<Tx>, Owned>
 //     {
-//         ::async_contextlib::__private::Generator::<_, LendMut<Tx>, Owned>::new(
+//         ::async_contextlib::generated::Generator::<_, LendMut<Tx>, Owned>::new(
 //             "module::transaction",
 //             move |__acm_co| async move {
 //                 let db = db;                       // the frame owns every argument
@@ -80,23 +79,19 @@ fn with_stub_body(error: syn::Error, item: &ItemFn) -> TokenStream {
 // `run` is false after a validation error: the body becomes `unreachable!()`.
 fn expand(manager: &ManagerFn, krate: &TokenStream, co: &Ident, run: bool) -> TokenStream {
     let ItemFn { attrs, vis, sig, block } = &manager.item;
-    let lifetime = scope_lifetime(&manager.item);
-    let (mode_ty, value_ty) = match &manager.mode {
-        Mode::ByValue(t) => (quote!(#krate::__private::ByValue<#t>), quote!(#t)),
-        Mode::LendMut(t) => (
-            quote!(#krate::__private::LendMut<#t>),
-            quote!(&#lifetime mut #t),
-        ),
-        Mode::LendRef(t) => (quote!(#krate::__private::LendRef<#t>), quote!(&#lifetime #t)),
+    let mode_ty = match &manager.mode {
+        Mode::ByValue(t) => quote!(#krate::generated::ByValue<#t>),
+        Mode::LendMut(t) => quote!(#krate::generated::LendMut<#t>),
+        Mode::LendRef(t) => quote!(#krate::generated::LendRef<#t>),
     };
-    let error_ty = match &manager.error {
-        Some(e) => quote!(#e),
-        None => quote!(::core::convert::Infallible),
+    let output = match &manager.error {
+        Some(e) => quote!(::core::result::Result<(), #e>),
+        None => quote!(()),
     };
-    let (owner, owned_bound) = if manager.owned {
-        (quote!(#krate::__private::Owned), quote!(+ #krate::OwnedManager))
+    let owner = if manager.owned {
+        quote!(#krate::generated::Owned)
     } else {
-        (quote!(#krate::__private::Borrowing), quote!())
+        quote!(#krate::generated::Borrowing)
     };
 
     let mut sig = sig.clone();
@@ -106,9 +101,12 @@ fn expand(manager: &ManagerFn, krate: &TokenStream, co: &Ident, run: bool) -> To
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => sig.ident.span(),
     };
+    // A concrete manager type with an opaque future, rather than
+    // `impl for<'a> AsyncContextManager<Value<'a> = &'a mut T>`: that
+    // higher-ranked binding would require `Self: 'static` (the trait's
+    // `where Self: 'a`) and rule out every borrowing manager.
     sig.output = syn::parse_quote_spanned! {ret_span=>
-        -> impl for<#lifetime> #krate::AsyncContextManager<Value<#lifetime> = #value_ty, Error = #error_ty>
-            #owned_bound
+        -> #krate::generated::Generator<impl ::core::future::Future<Output = #output>, #mode_ty, #owner>
     };
 
     let body = if run {
@@ -122,10 +120,6 @@ fn expand(manager: &ManagerFn, krate: &TokenStream, co: &Ident, run: bool) -> To
             #tail
         }
     } else {
-        let output = match &manager.error {
-            Some(e) => quote!(::core::result::Result<(), #e>),
-            None => quote!(()),
-        };
         quote! {
             let _ = #co;
             #(#prelude)*
@@ -137,27 +131,12 @@ fn expand(manager: &ManagerFn, krate: &TokenStream, co: &Ident, run: bool) -> To
     quote! {
         #(#attrs)*
         #vis #sig {
-            #krate::__private::Generator::<_, #mode_ty, #owner>::new(
+            #krate::generated::Generator::<_, #mode_ty, #owner>::new(
                 ::core::concat!(::core::module_path!(), "::", #name),
                 move |#co| async move { #body },
             )
         }
     }
-}
-
-/// A lifetime name for the scope that the user's generics do not use.
-fn scope_lifetime(item: &ItemFn) -> syn::Lifetime {
-    let taken: Vec<String> = item
-        .sig
-        .generics
-        .lifetimes()
-        .map(|l| l.lifetime.ident.to_string())
-        .collect();
-    let mut name = String::from("__acm_a");
-    while taken.contains(&name) {
-        name.push('_');
-    }
-    syn::Lifetime::new(&format!("'{name}"), Span::mixed_site())
 }
 
 /// Makes the generated future own every argument, as a Python generator's

@@ -36,6 +36,18 @@ pub use shield::{Shield, shield};
 pub use stats::{Stats, stats};
 pub use timeout::{Elapsed, Timeout, deadline, timeout};
 
+/// The types `#[async_context_manager]` fns return.
+///
+/// An `#[async_context_manager] async fn f(..) -> Result<&mut T, E>`
+/// becomes `fn f(..) -> Generator<impl Future<Output = Result<(), E>>,
+/// LendMut<T>, Owned>` (or `Borrowing`, if its signature borrows): a
+/// manager whose `Value<'a>` is `&'a mut T` and whose `Error` is `E`.
+pub mod generated {
+    pub use crate::generator::{
+        Borrowing, ByValue, GenOutput, Generator, LendMut, LendRef, Owned, YieldMode,
+    };
+}
+
 /// Not public API: what generated code names, through the facade's
 /// `__private`.
 #[doc(hidden)]
@@ -45,10 +57,7 @@ pub mod __private {
         DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
         RaiseFrom, RaiseNever,
     };
-    pub use crate::generator::{
-        Borrowing, ByValue, Co, GenOutput, Generator, LendMut, LendRef, Owned, YieldLend,
-        YieldMode, YieldValue,
-    };
+    pub use crate::generator::{Co, YieldLend, YieldValue};
     pub use crate::driver::Job;
     pub use crate::scope::{Detach, Detachable, Guard, InPlace, Scope, exit_task};
 }
