@@ -15,6 +15,8 @@ use proc_macro::TokenStream;
 mod args;
 mod error;
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod scope;
 mod valid;
