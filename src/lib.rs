@@ -1,10 +1,160 @@
-//! async-contextlib
-#![warn(missing_docs)]
+//! Python's `async with`, `@asynccontextmanager` and `AsyncExitStack`, native
+//! to Rust — with the exit run **exactly once on every path**: success,
+//! error, panic and cancellation (the future dropped mid-body).
+//!
+//! ```
+//! use async_contextlib::{async_context_manager, with_scope, yield_, Outcome};
+//! # #[derive(Default)] struct Db; #[derive(Debug)] struct Tx { rows: Vec<String> }
+//! # #[derive(Debug)] struct DbError;
+//! # impl Db { async fn begin(&self) -> Result<Tx, DbError> { Ok(Tx { rows: vec![] }) } }
+//! # impl Tx {
+//! #     async fn insert(&mut self, r: &str) -> Result<(), DbError> { self.rows.push(r.into()); Ok(()) }
+//! #     async fn commit(self) -> Result<(), DbError> { Ok(()) }
+//! #     async fn rollback(self) -> Result<(), DbError> { Ok(()) }
+//! # }
+//!
+//! /// `BEGIN` on enter; `COMMIT` if the block succeeded, else `ROLLBACK`.
+//! #[async_context_manager]
+//! async fn transaction(db: &Db) -> Result<&mut Tx, DbError> {
+//!     let mut tx = db.begin().await?;        // enter; `?` here fails the enter
+//!     match yield_!(&mut tx) {               // lend `&mut Tx` to the block
+//!         Outcome::Success => tx.commit().await?,
+//!         _ => tx.rollback().await?,         // failed, panicked or cancelled
+//!     }
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let db = Db::default();
+//! let rows = with_scope!(transaction(&db) as tx => {
+//!     tx.insert("alice").await?;
+//!     Ok::<_, DbError>(tx.rows.len())
+//! })?;
+//! assert_eq!(rows, 1);
+//! # Ok::<(), DbError>(()) }).unwrap();
+//! ```
+//!
+//! # What it gives you
+//!
+//! * [`#[async_context_manager]`](macro@async_context_manager): a single-`yield_!`
+//!   `async fn` becomes a manager. The compiler rejects a second `yield_!`, a
+//!   `yield_!` in a loop, closure or nested `async` block — mistakes Python
+//!   finds at run time. The fn can lend `&mut` to one of its locals to the
+//!   block and see it again afterwards.
+//! * [`with_scope!`]: Python's `async with`, for any number of managers,
+//!   entered left to right and exited right to left.
+//! * [`AsyncContextManager`]: the trait, for hand-written managers (pools,
+//!   locks, sessions); generated managers implement it too.
+//! * Cancellation: when the future holding a scope is dropped (by
+//!   `tokio::time::timeout`, `select!`, `JoinHandle::abort`, or a plain drop),
+//!   every entered manager still exits, once, with [`Outcome::Cancelled`] —
+//!   owned managers on the exit driver after the drop, borrowing ones before
+//!   the drop returns. [`drain`] waits for them; [`stats`] counts them.
+//! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`), [`shield`],
+//!   [`nullcontext`].
+//!
+//! # What the attribute generates
+//!
+//! ```text
+//! #[async_context_manager]
+//! async fn transaction(db: &Db) -> Result<&mut Tx, DbError> { BODY }
+//! ```
+//! becomes, in outline,
+//! ```text
+//! fn transaction(db: &Db)
+//!     -> Generator<impl Future<Output = Result<(), DbError>>, LendMut<Tx>, Borrowing>
+//! {
+//!     Generator::new("crate::transaction", move |co| async move {
+//!         let db = db;
+//!         let () = { BODY with `yield_!(x)` as `co.lend_mut(x).await` };
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//! [`Generator`](generated::Generator) keeps the fn's future in one heap
+//! allocation; `enter` polls it until it reaches the yield, the block runs
+//! while it stays suspended, and `exit` resumes it with the block's
+//! [`Outcome`]. A signature that borrows nothing (no reference or
+//! non-`'static` lifetime, generic parameters bounded by `'static`) yields
+//! an [`OwnedManager`], whose exit can outlive a dropped scope.
+//!
+//! # Exits cannot swallow failures
+//!
+//! Python's `__aexit__` may return `True` to swallow the exception. Rust
+//! has no value to put in place of a block that failed, so an exit sees the
+//! [`Outcome`] but cannot turn it into success: the caller matches on the
+//! error the scope returns. An exit may fail itself; if the block already
+//! failed, the block's error is returned and the exit's error is reported
+//! (an error-level `tracing` event naming the manager) and counted in
+//! [`stats`]`().exit_failures` — never silently lost.
+//!
+//! # Minimum Rust version
+//!
+//! 1.85 (edition 2024). Generated managers rely on edition-2024 capture
+//! rules for `impl Trait` in return position; use them from edition-2024
+//! crates.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![doc(test(no_crate_inject, attr(deny(warnings))))]
 
 pub use async_contextlib_macros::async_context_manager;
 pub use async_contextlib_runtime::*;
 
-/// Python's `async with`.
+/// Python's `async with`: enters managers, runs a block, exits them.
+///
+/// ```text
+/// with_scope!(MANAGER [as PATTERN], ... => { BLOCK })
+/// ```
+///
+/// `PATTERN` is `name`, `mut name` or `_`; without `as` the value is held,
+/// unnamed, until the block ends. Managers are entered left to right — a
+/// later one may use an earlier binding — and exited right to left, each
+/// exactly once. The macro is used inside async code: it awaits, and
+/// evaluates to the block's value.
+///
+/// * **Errors.** If any manager is fallible, the block evaluates to
+///   `Result<T, E>` with `E: From<M::Error>`; an enter or exit error comes
+///   back as `Err(E::from(..))`. Infallible managers (`Error = Infallible`)
+///   put no constraint on the block's type. `?` and `return` in the block
+///   leave the block, not the enclosing fn.
+/// * **Enter failure.** The managers entered before it exit with
+///   [`Outcome::Failed`]; the block does not run.
+/// * **Block error and exit error.** The block's error is returned; the
+///   exit's is reported as an error-level `tracing` event and counted.
+/// * **Panics** in the block run every exit with [`Outcome::Panicked`],
+///   then the panic resumes.
+/// * **Cancellation.** If the future running the scope is dropped, every
+///   entered manager exits once with [`Outcome::Cancelled`], innermost
+///   first (see [`AsyncContextManager`] and [`OwnedManager`]).
+/// * **Ownership.** The block owns the bindings it names (they are moved
+///   into it), so a scope lending `&mut T` is `Send` when `T: Send`, even
+///   for `!Sync` types. Bindings the block does not name stay outside it,
+///   where later managers may borrow them.
+///
+/// ```
+/// use async_contextlib::{nullcontext, with_scope};
+/// # futures::executor::block_on(async {
+/// let total = with_scope!(nullcontext(2) as a, nullcontext(a * 10) as b => { a + b });
+/// assert_eq!(total, 22);
+/// # });
+/// ```
+///
+/// A manager whose error the block cannot absorb is a compile error naming
+/// the missing `From` conversion:
+///
+/// ```compile_fail
+/// use async_contextlib::{async_context_manager, with_scope, yield_};
+/// #[derive(Debug)] struct DbError;
+/// #[async_context_manager]
+/// async fn fallible() -> Result<u32, DbError> { yield_!(1); }
+/// # async fn f() {
+/// let r: Result<u32, std::fmt::Error> = with_scope!(fallible() as n => { Ok(n) });
+/// # }
+/// ```
 #[macro_export]
 macro_rules! with_scope {
     ($($tokens:tt)*) => {
@@ -12,7 +162,17 @@ macro_rules! with_scope {
     };
 }
 
-/// The yield point of an `#[async_context_manager]` fn.
+/// The yield point of an [`#[async_context_manager]`](macro@async_context_manager)
+/// fn: `yield_!(value)` hands `value` to the scope's block and evaluates
+/// to the block's [`Outcome`] once it is done.
+///
+/// Anywhere else it is a compile error:
+///
+/// ```compile_fail
+/// async fn not_a_manager() {
+///     let _ = async_contextlib::yield_!(1);
+/// }
+/// ```
 #[macro_export]
 macro_rules! yield_ {
     // Written by `#[async_context_manager]` in place of the user's input.
@@ -24,6 +184,7 @@ macro_rules! yield_ {
     };
 }
 
+// Not public API.
 #[doc(hidden)]
 pub mod __private {
     pub use async_contextlib_macros::with_scope_inner;

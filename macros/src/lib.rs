@@ -23,8 +23,57 @@ mod valid;
 mod yields;
 
 /// Turns a single-`yield_!` `async fn` into an async context manager
-/// (Python's `@asynccontextmanager`). See the crate documentation of
-/// `async-contextlib` for the full contract.
+/// (Python's `@asynccontextmanager`).
+///
+/// Code before `yield_!(value)` is the enter, code after it the exit;
+/// `yield_!` evaluates to the scope's `Outcome`. Calling the fn runs
+/// nothing: it returns a manager for `with_scope!`.
+///
+/// The return type says what the block receives and whether the manager
+/// can fail:
+///
+/// | return type | the block binds | error |
+/// |---|---|---|
+/// | `T` | the yielded `T` | `Infallible` |
+/// | `&mut T` / `&T` | a borrow of a local of the fn, for the block's length | `Infallible` |
+/// | `Result<X, E>`, `X` one of the above | as above | `E`; `?` works before and after the yield |
+///
+/// The fn's body ends without a tail value (the macro supplies `Ok(())`).
+/// It keeps its name, visibility, attributes, docs, generics and where
+/// clauses, and works as a method (`&self`, `&mut self`, `self`,
+/// `self: Arc<Self>`) in inherent impls. Its signature decides what happens
+/// on cancellation: if it borrows nothing (no reference or non-`'static`
+/// lifetime; every type parameter, `impl Trait` argument and `Self` bounded
+/// by `'static`), the manager is an `OwnedManager` and its exit runs on
+/// the exit driver after the scope is dropped; otherwise the exit is
+/// finished in place.
+///
+/// ```
+/// use async_contextlib::{async_context_manager, with_scope, yield_};
+///
+/// #[async_context_manager]
+/// async fn counted(log: &mut Vec<&'static str>) -> &mut u32 {
+///     let mut n = 0;
+///     let outcome = yield_!(&mut n);
+///     log.push(if outcome.is_success() { "ok" } else { "not ok" });
+///     assert_eq!(n, 2);
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let mut log = Vec::new();
+/// with_scope!(counted(&mut log) as n => { *n += 2; });
+/// assert_eq!(log, ["ok"]);
+/// # });
+/// ```
+///
+/// A fn that returns before its `yield_!` (other than with an error)
+/// panics at enter with a message naming it, like Python's "generator
+/// didn't yield". Mistakes Python finds at run time are compile errors
+/// here: no `yield_!`, a second `yield_!`, a `yield_!` in a loop, closure,
+/// nested `async` block or nested fn, and a non-`async` fn.
+///
+/// `#[async_context_manager(crate = "path")]` names the facade for crates
+/// that re-export `async-contextlib`.
 #[proc_macro_attribute]
 pub fn async_context_manager(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::async_context_manager(args.into(), item.into())
