@@ -186,10 +186,13 @@ impl AsyncContextManager for Plain {
     }
 }
 
+/// What a `Buffer`'s exit saw: its items and the outcome's label.
+type AtExit = Arc<Mutex<Option<(Vec<u32>, &'static str)>>>;
+
 /// A hand-written lending manager: lends `&mut` into a `Vec` it owns.
 struct Buffer {
     items: Vec<u32>,
-    at_exit: Arc<Mutex<Option<(Vec<u32>, &'static str)>>>,
+    at_exit: AtExit,
 }
 
 impl AsyncContextManager for Buffer {
