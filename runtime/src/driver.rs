@@ -242,11 +242,9 @@ fn take_chain() -> Vec<Job> {
     CASCADE.with(|c| std::mem::take(&mut c.borrow_mut().chain))
 }
 
-fn run_chain(chain: Vec<Job>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        for job in chain {
-            job.fut.await;
-        }
+async fn run_chain(chain: Vec<Job>) {
+    for job in chain {
+        job.fut.await;
     }
 }
 

@@ -38,6 +38,24 @@ pub trait Detach<M: AsyncContextManager> {
     const DETACHABLE: bool;
     /// Turns the manager into a detached job running its exit, or gives it back.
     fn job(&self, manager: M) -> Result<Job, M>;
+    /// The manager's exit as a boxed `'static` future (that can be handed to
+    /// the driver mid-exit), or the manager back.
+    /// With the function that turns it into a job if it is dropped unfinished.
+    fn boxed_exit(
+        &self,
+        manager: M,
+        outcome: Outcome,
+    ) -> Result<(BoxedExit<M::Error>, Handoff<M::Error>), M>;
+}
+
+/// An owned manager's exit, boxed so that it can outlive its scope.
+pub(crate) type BoxedExit<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
+
+/// Turns the rest of a boxed exit into a detached job.
+pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
+
+fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
+    Job::new(name, JobKind::Exit, exit)
 }
 
 /// Finish the exit in place (borrowing managers, or exits that are not `Send`).
@@ -47,6 +65,13 @@ pub struct InPlace;
 impl<M: AsyncContextManager> Detach<M> for InPlace {
     const DETACHABLE: bool = false;
     fn job(&self, manager: M) -> Result<Job, M> {
+        Err(manager)
+    }
+    fn boxed_exit(
+        &self,
+        manager: M,
+        _: Outcome,
+    ) -> Result<(BoxedExit<M::Error>, Handoff<M::Error>), M> {
         Err(manager)
     }
 }
@@ -65,16 +90,28 @@ where
     const DETACHABLE: bool = true;
     fn job(&self, manager: M) -> Result<Job, M> {
         let name = manager.name();
-        Ok(Job::new(name, JobKind::Exit, (self.0)(manager, Outcome::Cancelled)))
+        Ok(Job::new(
+            name,
+            JobKind::Exit,
+            (self.0)(manager, Outcome::Cancelled),
+        ))
+    }
+    fn boxed_exit(
+        &self,
+        manager: M,
+        outcome: Outcome,
+    ) -> Result<(BoxedExit<M::Error>, Handoff<M::Error>), M> {
+        // `M: 'static`, so `M::Error: 'static`.
+        Ok((Box::pin((self.0)(manager, outcome)), handoff::<M::Error>))
     }
 }
 
 /// The exit of `manager`, as an owned future (the detached form of an exit).
-pub fn exit_task<M: AsyncContextManager>(
+pub async fn exit_task<M: AsyncContextManager>(
     mut manager: M,
     outcome: Outcome,
-) -> impl Future<Output = Result<(), M::Error>> {
-    async move { manager.exit(outcome).await }
+) -> Result<(), M::Error> {
+    manager.exit(outcome).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +125,10 @@ enum State {
 }
 
 /// Owns one manager of a scope and runs its exit on cancellation.
-#[allow(missing_debug_implementations, reason = "hidden; generic over managers that need not be Debug")]
+#[allow(
+    missing_debug_implementations,
+    reason = "hidden; generic over managers that need not be Debug"
+)]
 pub struct Guard<M: AsyncContextManager, D: Detach<M>> {
     manager: Option<M>,
     meta: Meta<M::Error>,
@@ -122,9 +162,32 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
         }
     }
 
+    /// Moves the manager into its boxed exit (see `Scope::exit`), if `D`
+    /// can detach it.
+    fn boxed_exit(
+        &mut self,
+        outcome: Outcome,
+    ) -> Option<(BoxedExit<M::Error>, Handoff<M::Error>, &'static str)>
+    where
+        D: Detach<M>,
+    {
+        let manager = self.manager.take()?;
+        let name = manager.name();
+        match self.detach.boxed_exit(manager, outcome) {
+            Ok((exit, handoff)) => Some((exit, handoff, name)),
+            Err(manager) => {
+                self.manager = Some(manager);
+                None
+            }
+        }
+    }
+
     fn parts(&mut self) -> (&mut M, &mut Meta<M::Error>) {
         // The manager is only taken out in `drop`.
-        let manager = self.manager.as_mut().expect("async-contextlib: guard used after drop");
+        let manager = self
+            .manager
+            .as_mut()
+            .expect("async-contextlib: guard used after drop");
         (manager, &mut self.meta)
     }
 }
@@ -138,7 +201,9 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
             _ => return,
         }
         self.meta.state = State::Done;
-        let Some(manager) = self.manager.take() else { return };
+        let Some(manager) = self.manager.take() else {
+            return;
+        };
         match self.detach.job(manager) {
             Ok(job) => driver::queue(job),
             Err(manager) => finish_in_place(manager),
@@ -156,7 +221,11 @@ fn finish_in_place<M: AsyncContextManager>(manager: M) {
         Some(result) => {
             if !matches!(result, Ok(Ok(()))) {
                 stats::exit_failed();
-                crate::diag::report_exit_error(name, "cancelled", &describe_exit_failure::<M::Error>(result.err()));
+                crate::diag::report_exit_error(
+                    name,
+                    "cancelled",
+                    &describe_exit_failure::<M::Error>(result.err()),
+                );
             }
             stats::exited();
         }
@@ -178,7 +247,10 @@ struct Active {
 }
 
 /// The state of one `with_scope!` while it runs and unwinds.
-#[allow(missing_debug_implementations, reason = "hidden; generic over values that need not be Debug")]
+#[allow(
+    missing_debug_implementations,
+    reason = "hidden; generic over values that need not be Debug"
+)]
 pub struct Scope<R> {
     result: Option<R>,
     outcome: Outcome,
@@ -258,14 +330,26 @@ impl<R> Scope<R> {
     /// cut it; it was dropped and the exits it queued were awaited.
     async fn bounded<F: Future>(&mut self, fut: F) -> Option<F::Output> {
         let Some(active) = self.active else {
-            let mut opener = Opener { addr: self.addr(), armed: true };
-            let out = fut.await;
+            // Pin `fut` in a local declared *before* the opener: locals drop
+            // in reverse order, so the opener fires first. (`fut.await` would
+            // move `fut` into a temporary declared after the opener, dropped
+            // before it: nested scopes then spawned their exits as separate
+            // tasks, racing the outer ones instead of running first.)
+            let mut fut = pin!(fut);
+            let mut opener = Opener {
+                addr: self.addr(),
+                armed: true,
+            };
+            let out = fut.as_mut().await;
             opener.armed = false;
             return Some(out);
         };
         let mut slot = pin!(Some(fut));
         let mut sleep = pin!(tokio::time::sleep_until(active.at));
-        let mut opener = Opener { addr: self.addr(), armed: true };
+        let mut opener = Opener {
+            addr: self.addr(),
+            armed: true,
+        };
         let polled = poll_fn(|cx: &mut Context<'_>| {
             if let Some(fut) = slot.as_mut().as_pin_mut() {
                 if let Poll::Ready(out) = fut.poll(cx) {
@@ -296,7 +380,11 @@ impl<R> Scope<R> {
 
     /// Enters the guard's manager. `None`: it failed or panicked (recorded
     /// for the exits of the managers before it) or a deadline cut it.
-    pub async fn enter<'g, M, D, C>(&mut self, guard: &'g mut Guard<M, D>, convert: C) -> Option<M::Value<'g>>
+    pub async fn enter<'g, M, D, C>(
+        &mut self,
+        guard: &'g mut Guard<M, D>,
+        convert: C,
+    ) -> Option<M::Value<'g>>
     where
         M: AsyncContextManager,
         D: Detach<M>,
@@ -307,7 +395,10 @@ impl<R> Scope<R> {
         let name = manager.name();
         let entered = AssertUnwindSafe(manager.enter()).catch_unwind();
         let span = tracing::debug_span!("enter", manager = name);
-        match self.bounded(tracing::Instrument::instrument(entered, span)).await? {
+        match self
+            .bounded(tracing::Instrument::instrument(entered, span))
+            .await?
+        {
             Ok(Ok(value)) => {
                 stats::entered();
                 self.depth += 1;
@@ -318,7 +409,10 @@ impl<R> Scope<R> {
                     meta.deadline_error = Some(deadline.error);
                     meta.prev_active = self.active;
                     if self.active.is_none_or(|a| deadline.at < a.at) {
-                        self.active = Some(Active { at: deadline.at, owner: self.depth });
+                        self.active = Some(Active {
+                            at: deadline.at,
+                            owner: self.depth,
+                        });
                     }
                 }
                 Some(value)
@@ -370,12 +464,35 @@ impl<R> Scope<R> {
             _ => self.outcome.clone(),
         };
         let addr = self.addr();
-        let (manager, meta) = guard.parts();
+        // An owned manager whose exit can be neither resumed by the driver
+        // (hand-written) nor finished in place (no multi-thread runtime)
+        // runs its exit boxed, so that a drop mid-exit can hand the exit
+        // itself to the driver instead of cutting it short. Only there does
+        // an exit cost an allocation.
+        let boxed = if D::DETACHABLE && !M::__RESUMABLE_EXIT && !driver::can_block_in_place() {
+            guard.boxed_exit(outcome.clone())
+        } else {
+            None
+        };
+        let (name, meta) = match &guard.manager {
+            Some(manager) => (manager.name(), &mut guard.meta),
+            None => (boxed.as_ref().map_or("", |b| b.2), &mut guard.meta),
+        };
         if meta.has_deadline {
             self.active = meta.prev_active;
         }
-        let name = manager.name();
-        match run_exit::<M, D>(manager, &mut meta.state, outcome, addr).await {
+        let result = match boxed {
+            Some((exit, handoff, name)) => {
+                meta.state = State::Done;
+                run_boxed_exit(exit, handoff, name, outcome).await
+            }
+            None => {
+                let (manager, meta) = guard.parts();
+                run_exit::<M, D>(manager, &mut meta.state, outcome, addr).await
+            }
+        };
+        let meta = &mut guard.meta;
+        match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 stats::exit_failed();
@@ -412,7 +529,10 @@ impl<R> Scope<R> {
             crate::diag::report_exit_error(
                 name,
                 "scope",
-                &format!("panicked while unwinding another panic: {}", Panic::from_payload(&*payload).message()),
+                &format!(
+                    "panicked while unwinding another panic: {}",
+                    Panic::from_payload(&*payload).message()
+                ),
             );
         }
     }
@@ -463,6 +583,62 @@ where
     result
 }
 
+/// Runs a boxed exit (see `Scope::exit`); dropped before it finishes, it
+/// hands the rest of the exit to the driver.
+async fn run_boxed_exit<E>(
+    exit: BoxedExit<E>,
+    handoff: Handoff<E>,
+    name: &'static str,
+    outcome: Outcome,
+) -> Result<Result<(), E>, Payload> {
+    let clock = crate::diag::Clock::start();
+    let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
+    let mut handover = Handover {
+        exit: Some(exit),
+        handoff,
+        name,
+    };
+    let result = tracing::Instrument::instrument(&mut handover, span).await;
+    stats::exited();
+    clock.check(name, &outcome);
+    result
+}
+
+struct Handover<E> {
+    exit: Option<BoxedExit<E>>,
+    handoff: Handoff<E>,
+    name: &'static str,
+}
+
+impl<E> Future for Handover<E> {
+    type Output = Result<Result<(), E>, Payload>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let exit = self
+            .exit
+            .as_mut()
+            .expect("async-contextlib: exit polled after it finished");
+        let poll = std::panic::catch_unwind(AssertUnwindSafe(|| exit.as_mut().poll(cx)));
+        let out = match poll {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Ok(result),
+            Err(payload) => Err(payload),
+        };
+        self.exit = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<E> Unpin for Handover<E> {}
+
+impl<E> Drop for Handover<E> {
+    fn drop(&mut self) {
+        if let Some(exit) = self.exit.take() {
+            // The scope's own drop (`Scope::drop` → `driver::close`) spawns it.
+            driver::queue((self.handoff)(exit, self.name));
+        }
+    }
+}
+
 struct Shield<'a, F: Future<Output = Result<Result<(), E>, Payload>>, E> {
     exit: Pin<&'a mut F>,
     state: &'a mut State,
@@ -494,7 +670,11 @@ impl<F: Future<Output = Result<Result<(), E>, Payload>>, E> Drop for Shield<'_, 
         if let Some(result) = driver::block_in_place(self.exit.as_mut()) {
             if !matches!(result, Ok(Ok(()))) {
                 stats::exit_failed();
-                crate::diag::report_exit_error(self.name, "cancelled mid-exit", &describe_exit_failure::<E>(result.err()));
+                crate::diag::report_exit_error(
+                    self.name,
+                    "cancelled mid-exit",
+                    &describe_exit_failure::<E>(result.err()),
+                );
             }
             stats::exited();
         } else {
@@ -507,7 +687,6 @@ impl<F: Future<Output = Result<Result<(), E>, Payload>>, E> Drop for Shield<'_, 
         }
     }
 }
-
 
 /// Text for an exit failure seen where the error's type is generic: a
 /// panic's message, or the error type's name.

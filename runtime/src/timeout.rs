@@ -32,14 +32,18 @@ use crate::{AsyncContextManager, Deadline, Outcome, OwnedManager};
 /// ```
 #[must_use]
 pub fn timeout(limit: Duration) -> Timeout {
-    Timeout { bound: Bound::After(limit) }
+    Timeout {
+        bound: Bound::After(limit),
+    }
 }
 
 /// Bounds the rest of the scope to the instant `at` (tokio's or std's
 /// `Instant`); see [`timeout`].
 #[must_use]
 pub fn deadline(at: impl Into<Instant>) -> Timeout {
-    Timeout { bound: Bound::At(at.into()) }
+    Timeout {
+        bound: Bound::At(at.into()),
+    }
 }
 
 /// The manager returned by [`timeout`] and [`deadline`].
@@ -74,7 +78,10 @@ impl AsyncContextManager for Timeout {
         };
         Some(Deadline {
             at,
-            error: Elapsed { limit, deadline: at },
+            error: Elapsed {
+                limit,
+                deadline: at,
+            },
         })
     }
 
