@@ -23,7 +23,7 @@
 //! `lost` and reports it. [`drain`] waits for `pending` to reach zero.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -229,10 +229,23 @@ pub(crate) fn drop_in_cascade(addr: usize, drop: impl FnOnce()) -> Vec<Job> {
     })
 }
 
-impl Job {
-    /// Runs the job inline.
-    pub(crate) async fn run(self) {
-        self.fut.await;
+/// Runs `jobs` inline, in order. Dropped before they are done (the scope
+/// running them was cancelled), it queues the unfinished job and the rest on
+/// the cascade, where the scope's own drop hands them to the driver: an exit
+/// is never cut short, nor counted as lost, because of it.
+pub(crate) async fn run_inline(jobs: Vec<Job>) {
+    struct Rest(VecDeque<Job>);
+    impl Drop for Rest {
+        fn drop(&mut self) {
+            for job in self.0.drain(..) {
+                queue(job);
+            }
+        }
+    }
+    let mut rest = Rest(jobs.into());
+    while let Some(job) = rest.0.front_mut() {
+        job.fut.as_mut().await;
+        rest.0.pop_front();
     }
 }
 

@@ -370,9 +370,7 @@ impl<R> Scope<R> {
         // cascade) and finish those exits here, innermost first, before the
         // managers of this scope exit.
         let jobs = driver::drop_in_cascade(self.addr(), || slot.set(None));
-        for job in jobs {
-            job.run().await;
-        }
+        driver::run_inline(jobs).await;
         self.cut = Some(active.owner);
         self.outcome = Outcome::Cancelled;
         None

@@ -6,7 +6,10 @@
 //! rest move only on cold paths (cancellation, failures).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 
 const SHARDS: usize = 16;
 
@@ -130,12 +133,14 @@ pub(crate) fn pending_add() {
     PENDING.fetch_add(1, Relaxed);
 }
 
+/// Release: what a finished job did happens-before a `drain` that sees the
+/// count reach zero (and, with it, the caller's own checks after `drain`).
 pub(crate) fn pending_sub() -> u64 {
-    PENDING.fetch_sub(1, Relaxed) - 1
+    PENDING.fetch_sub(1, AcqRel) - 1
 }
 
 pub(crate) fn pending() -> u64 {
-    PENDING.load(Relaxed)
+    PENDING.load(Acquire)
 }
 
 /// `manager`: whether the lost work was a manager's exit (vs. a shielded future).
