@@ -63,7 +63,9 @@ async fn transaction(db: Db) -> Result<&mut Connection, rusqlite::Error> {
 }
 
 fn balance(conn: &Connection, who: &str) -> Result<i64, rusqlite::Error> {
-    conn.query_row("SELECT balance FROM accounts WHERE name = ?1", [who], |r| r.get(0))
+    conn.query_row("SELECT balance FROM accounts WHERE name = ?1", [who], |r| {
+        r.get(0)
+    })
 }
 
 /// Moves `amount` from alice to bob, pausing `pause` halfway (to let a

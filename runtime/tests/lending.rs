@@ -182,6 +182,7 @@ fn panicking_body_runs_exit_then_resumes() {
 
 #[test]
 fn infallible_manager_accepts_an_io_result_block() {
-    let v: Result<u8, std::io::Error> = block_on(async { with_scope!(lend_ref(1) as _s => { Ok(3) }) });
+    let v: Result<u8, std::io::Error> =
+        block_on(async { with_scope!(lend_ref(1) as _s => { Ok(3) }) });
     assert_eq!(v.unwrap(), 3);
 }
