@@ -41,15 +41,14 @@ pub trait Detach<M: AsyncContextManager> {
     /// The manager's exit as a boxed `'static` future (that can be handed to
     /// the driver mid-exit), or the manager back.
     /// With the function that turns it into a job if it is dropped unfinished.
-    fn boxed_exit(
-        &self,
-        manager: M,
-        outcome: Outcome,
-    ) -> Result<(BoxedExit<M::Error>, Handoff<M::Error>), M>;
+    fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M>;
 }
 
 /// An owned manager's exit, boxed so that it can outlive its scope.
 pub(crate) type BoxedExit<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
+
+/// A boxed exit and what hands it over.
+pub(crate) type Boxed<E> = (BoxedExit<E>, Handoff<E>);
 
 /// Turns the rest of a boxed exit into a detached job.
 pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
@@ -67,11 +66,7 @@ impl<M: AsyncContextManager> Detach<M> for InPlace {
     fn job(&self, manager: M) -> Result<Job, M> {
         Err(manager)
     }
-    fn boxed_exit(
-        &self,
-        manager: M,
-        _: Outcome,
-    ) -> Result<(BoxedExit<M::Error>, Handoff<M::Error>), M> {
+    fn boxed_exit(&self, manager: M, _: Outcome) -> Result<Boxed<M::Error>, M> {
         Err(manager)
     }
 }
@@ -96,11 +91,7 @@ where
             (self.0)(manager, Outcome::Cancelled),
         ))
     }
-    fn boxed_exit(
-        &self,
-        manager: M,
-        outcome: Outcome,
-    ) -> Result<(BoxedExit<M::Error>, Handoff<M::Error>), M> {
+    fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M> {
         // `M: 'static`, so `M::Error: 'static`.
         Ok((Box::pin((self.0)(manager, outcome)), handoff::<M::Error>))
     }
@@ -164,17 +155,14 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
 
     /// Moves the manager into its boxed exit (see `Scope::exit`), if `D`
     /// can detach it.
-    fn boxed_exit(
-        &mut self,
-        outcome: Outcome,
-    ) -> Option<(BoxedExit<M::Error>, Handoff<M::Error>, &'static str)>
+    fn boxed_exit(&mut self, outcome: Outcome) -> Option<(Boxed<M::Error>, &'static str)>
     where
         D: Detach<M>,
     {
         let manager = self.manager.take()?;
         let name = manager.name();
         match self.detach.boxed_exit(manager, outcome) {
-            Ok((exit, handoff)) => Some((exit, handoff, name)),
+            Ok(boxed) => Some((boxed, name)),
             Err(manager) => {
                 self.manager = Some(manager);
                 None
@@ -474,13 +462,13 @@ impl<R> Scope<R> {
         };
         let (name, meta) = match &guard.manager {
             Some(manager) => (manager.name(), &mut guard.meta),
-            None => (boxed.as_ref().map_or("", |b| b.2), &mut guard.meta),
+            None => (boxed.as_ref().map_or("", |b| b.1), &mut guard.meta),
         };
         if meta.has_deadline {
             self.active = meta.prev_active;
         }
         let result = match boxed {
-            Some((exit, handoff, name)) => {
+            Some(((exit, handoff), name)) => {
                 meta.state = State::Done;
                 run_boxed_exit(exit, handoff, name, outcome).await
             }
