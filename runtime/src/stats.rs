@@ -1,56 +1,81 @@
 //! Process-wide counters of scopes and exits, cheap enough to leave on.
 //!
-//! The two counters every scope touches (`entered`, `exited`) are sharded
-//! per thread over cache-line-padded relaxed atomics, so that a busy
-//! multi-thread runtime does not bounce one cache line between cores. The
-//! rest move only on cold paths (cancellation, failures).
+//! The two counters every scope touches (`entered`, `exited`) are kept per
+//! thread: the owning thread bumps them with a plain load and store (no
+//! locked instruction, no shared cache line), and [`stats()`] sums every
+//! live thread's counters plus those folded in by threads that have ended.
+//! The rest move only on cold paths (cancellation, failures).
 
-use std::cell::Cell;
 use std::sync::atomic::{
-    AtomicU64, AtomicUsize,
+    AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed},
 };
+use std::sync::{Arc, Mutex, MutexGuard};
 
-const SHARDS: usize = 16;
+/// One thread's hot counters. Only the owning thread writes them.
+#[derive(Default)]
+struct Local {
+    entered: AtomicU64,
+    exited: AtomicU64,
+}
 
-#[repr(align(128))]
-struct Padded(AtomicU64);
+/// Registers a thread's counters, and folds them into `RETIRED` when the
+/// thread ends.
+struct Registered(Arc<Local>);
 
-struct Sharded([Padded; SHARDS]);
+/// Every live thread's counters, and the totals of threads that ended.
+struct Registry {
+    live: Vec<Arc<Local>>,
+    retired_entered: u64,
+    retired_exited: u64,
+}
 
-impl Sharded {
-    const fn new() -> Sharded {
-        Sharded([const { Padded(AtomicU64::new(0)) }; SHARDS])
-    }
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    live: Vec::new(),
+    retired_entered: 0,
+    retired_exited: 0,
+});
 
-    #[inline]
-    fn add(&self, n: u64) {
-        self.0[shard()].0.fetch_add(n, Relaxed);
-    }
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-    fn sum(&self) -> u64 {
-        self.0.iter().map(|p| p.0.load(Relaxed)).sum()
+impl Registered {
+    fn new() -> Registered {
+        let local = Arc::new(Local::default());
+        registry().live.push(local.clone());
+        Registered(local)
     }
 }
 
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut registry = registry();
+        registry.retired_entered += self.0.entered.load(Relaxed);
+        registry.retired_exited += self.0.exited.load(Relaxed);
+        registry.live.retain(|l| !Arc::ptr_eq(l, &self.0));
+    }
+}
+
+thread_local! {
+    static LOCAL: Registered = Registered::new();
+}
+
+/// Bumps this thread's counter; during thread teardown, the shared fallback.
 #[inline]
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+fn bump(pick: fn(&Local) -> &AtomicU64, fallback: &AtomicU64) {
+    let bumped = LOCAL.try_with(|local| {
+        let counter = pick(&local.0);
+        // Only this thread writes `counter`: a plain load and store suffice.
+        counter.store(counter.load(Relaxed) + 1, Relaxed);
+    });
+    if bumped.is_err() {
+        fallback.fetch_add(1, Relaxed);
     }
-    SHARD.with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, Relaxed) % SHARDS;
-            s.set(i);
-        }
-        i
-    })
 }
 
-static ENTERED: Sharded = Sharded::new();
-static EXITED: Sharded = Sharded::new();
+static LATE_ENTERED: AtomicU64 = AtomicU64::new(0);
+static LATE_EXITED: AtomicU64 = AtomicU64::new(0);
 static PENDING: AtomicU64 = AtomicU64::new(0);
 static EXIT_FAILURES: AtomicU64 = AtomicU64::new(0);
 static ABANDONED: AtomicU64 = AtomicU64::new(0);
@@ -92,10 +117,18 @@ pub struct Stats {
 pub fn stats() -> Stats {
     // Read the "ends" before `entered`, so that a concurrent scope can make
     // `active` too high for a moment but never underflow it.
-    let exited = EXITED.sum();
-    let abandoned = ABANDONED.load(Relaxed);
-    let lost_exits = LOST_EXITS.load(Relaxed);
-    let entered = ENTERED.sum();
+    let (entered, exited, abandoned, lost_exits) = {
+        let registry = registry();
+        let exited = registry.retired_exited
+            + LATE_EXITED.load(Relaxed)
+            + registry.live.iter().map(|l| l.exited.load(Relaxed)).sum::<u64>();
+        let abandoned = ABANDONED.load(Relaxed);
+        let lost_exits = LOST_EXITS.load(Relaxed);
+        let entered = registry.retired_entered
+            + LATE_ENTERED.load(Relaxed)
+            + registry.live.iter().map(|l| l.entered.load(Relaxed)).sum::<u64>();
+        (entered, exited, abandoned, lost_exits)
+    };
     Stats {
         entered,
         exited,
@@ -113,12 +146,12 @@ static LOST_EXITS: AtomicU64 = AtomicU64::new(0);
 
 #[inline]
 pub(crate) fn entered() {
-    ENTERED.add(1);
+    bump(|l| &l.entered, &LATE_ENTERED);
 }
 
 #[inline]
 pub(crate) fn exited() {
-    EXITED.add(1);
+    bump(|l| &l.exited, &LATE_EXITED);
 }
 
 pub(crate) fn exit_failed() {
