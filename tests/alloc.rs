@@ -1,6 +1,7 @@
 //! Heap allocations per scope on the happy path, counted with a counting
 //! global allocator (SPEC §7): a hand-written manager in `with_scope!`
-//! allocates nothing; a generated manager at most once per scope.
+//! allocates nothing; a generated manager at most once per scope, and —
+//! with the generator pool warm — not at all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -88,7 +89,7 @@ fn hand_written_manager_allocates_nothing() {
 }
 
 #[test]
-fn generated_manager_allocates_at_most_once_per_scope() {
+fn generated_manager_allocates_nothing_in_steady_state() {
     run(async { with_scope!(generated(0) as n => { *n += 1 }) });
     let count = allocations(|| {
         for i in 0..SCOPES {
@@ -96,7 +97,9 @@ fn generated_manager_allocates_at_most_once_per_scope() {
             assert_eq!(v, i + 1);
         }
     });
-    assert!(count <= SCOPES, "{count} allocations for {SCOPES} scopes");
+    // SPEC §7 allows one allocation per scope; the per-thread pool of
+    // generator blocks brings it to none once warm.
+    assert_eq!(count, 0, "{count} allocations for {SCOPES} scopes");
 }
 
 #[test]

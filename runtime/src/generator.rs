@@ -20,12 +20,12 @@
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
+use std::alloc::Layout;
 use std::pin::Pin;
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::task::{Context, Poll};
 
-use crate::{AsyncContextManager, Outcome, OwnedManager};
+use crate::{AsyncContextManager, Outcome, OwnedManager, pool};
 
 /// How the yielded value reaches the body.
 pub trait YieldMode {
@@ -198,19 +198,20 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
     where
         G: FnOnce(Co<Y>) -> F,
     {
-        let boxed: Box<MaybeUninit<Inner<F, Y::Raw>>> = Box::new_uninit();
+        let layout = Layout::new::<Inner<F, Y::Raw>>();
         // From here on the allocation is reached only through `raw`.
-        let raw: *mut Inner<F, Y::Raw> = Box::into_raw(boxed).cast();
-        // Frees the allocation if `make` panics (the slot needs no drop).
-        struct Dealloc<F, R>(*mut Inner<F, R>);
-        impl<F, R> Drop for Dealloc<F, R> {
+        let raw: *mut Inner<F, Y::Raw> = pool::alloc(layout).as_ptr().cast();
+        // Gives the allocation back if `make` panics (the slot needs no drop).
+        struct Dealloc(NonNull<u8>, Layout);
+        impl Drop for Dealloc {
             fn drop(&mut self) {
-                // SAFETY: `self.0` came from `Box::into_raw` of a
-                // `Box<MaybeUninit<Inner>>`, whose content needs no drop.
-                drop(unsafe { Box::from_raw(self.0.cast::<MaybeUninit<Inner<F, R>>>()) });
+                // SAFETY: `self.0` came from `pool::alloc(self.1)`, and
+                // nothing in it needs dropping yet.
+                unsafe { pool::free(self.0, self.1) };
             }
         }
-        let dealloc = Dealloc(raw);
+        // SAFETY: `raw` came from an allocation, so it is not null.
+        let dealloc = Dealloc(unsafe { NonNull::new_unchecked(raw.cast()) }, layout);
         // SAFETY: `raw` is a valid, aligned, exclusively owned allocation for
         // an `Inner`; we initialise its two fields in place before any read.
         unsafe {
@@ -267,10 +268,14 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
 
 impl<F, Y: YieldMode, O> Drop for Generator<F, Y, O> {
     fn drop(&mut self) {
-        // SAFETY: `inner` came from `Box::into_raw` of a fully initialised
-        // `Inner` (see `new`) and is dropped once, here. Any `&`/`&mut` lent
-        // to a body is dead: the body needed a borrow of `self` for it.
-        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        let raw = self.inner.as_ptr();
+        // SAFETY: `inner` is fully initialised (see `new`) and dropped once,
+        // here. Any `&`/`&mut` lent to a body is dead: the body needed a
+        // borrow of `self` for it.
+        unsafe { std::ptr::drop_in_place(raw) };
+        // SAFETY: the allocation came from `pool::alloc` with this layout
+        // and its content has just been dropped.
+        unsafe { pool::free(self.inner.cast(), Layout::new::<Inner<F, Y::Raw>>()) };
     }
 }
 
@@ -296,7 +301,9 @@ where
     type Error = <F::Output as GenOutput>::Error;
 
     fn enter(&mut self) -> impl Future<Output = Result<Y::Value<'_>, Self::Error>> {
-        Enter { generator: Some(self) }
+        Enter {
+            generator: Some(self),
+        }
     }
 
     fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), Self::Error>> {
@@ -484,7 +491,10 @@ unsafe fn take_outcome<R>(slot: *const UnsafeCell<Slot<R>>) -> Poll<Outcome> {
 }
 
 /// The future of `yield_!(value)` for `-> T`.
-#[allow(missing_debug_implementations, reason = "internal future; holds a raw slot pointer")]
+#[allow(
+    missing_debug_implementations,
+    reason = "internal future; holds a raw slot pointer"
+)]
 pub struct YieldValue<T> {
     slot: *const UnsafeCell<Slot<T>>,
     value: Option<T>,
@@ -513,7 +523,10 @@ impl<T> Future for YieldValue<T> {
 
 /// The future of `yield_!(&mut local)` / `yield_!(&local)`: holds the
 /// borrow of the local for as long as the body has it.
-#[allow(missing_debug_implementations, reason = "internal future; holds a raw slot pointer")]
+#[allow(
+    missing_debug_implementations,
+    reason = "internal future; holds a raw slot pointer"
+)]
 pub struct YieldLend<'b, T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> {
     slot: *const UnsafeCell<Slot<NonNull<T>>>,
     ptr: Option<NonNull<T>>,

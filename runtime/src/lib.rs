@@ -22,6 +22,7 @@ mod driver;
 mod generator;
 mod manager;
 mod outcome;
+mod pool;
 mod scope;
 mod shield;
 mod stats;
@@ -57,7 +58,7 @@ pub mod __private {
         DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
         RaiseFrom, RaiseNever,
     };
-    pub use crate::generator::{Co, YieldLend, YieldValue};
     pub use crate::driver::Job;
+    pub use crate::generator::{Co, YieldLend, YieldValue};
     pub use crate::scope::{Detach, Detachable, Guard, InPlace, Scope, exit_task};
 }
