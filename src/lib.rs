@@ -179,6 +179,9 @@ macro_rules! yield_ {
     (@__acm_yield $co:ident . $method:ident ($($value:tt)*)) => {
         $co.$method($($value)*).await
     };
+    // Written by `#[async_context_manager]` after a compile error, so the
+    // user's `yield_` import still counts as used.
+    (@__acm_unused) => {};
     ($($tokens:tt)*) => {
         ::core::compile_error!("`yield_!` may only be used inside an #[async_context_manager] fn")
     };

@@ -12,31 +12,61 @@ use crate::valid;
 use crate::yields::YieldRewriter;
 
 /// The attribute's entry: parse → validate → expand.
-pub(crate) fn async_context_manager(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let args = Args::parse(args)?;
-    let item = parse::item_fn(item)?;
+pub(crate) fn async_context_manager(
+    args: TokenStream,
+    item: TokenStream,
+) -> syn::Result<TokenStream> {
+    // A bad argument is reported next to the item, which is still expanded
+    // (with the default crate path) so that its uses keep resolving.
+    let (args, mut errors) = match Args::parse(args) {
+        Ok(args) => (args, None),
+        Err(error) => (Args { krate: None }, Some(error)),
+    };
+    let item = parse::item_fn(item).map_err(|e| combine(errors.take(), e))?;
     let krate = match &args.krate {
         Some((path, _)) => quote!(#path),
         None => quote!(::async_contextlib),
     };
     if let Err(error) = valid::asyncness(&item) {
-        return Ok(with_stub_body(error, &item));
+        return Ok(with_stub_body(combine(errors, error), &item));
     }
     let mut manager = match ManagerFn::new(item.clone()) {
         Ok(manager) => manager,
-        Err(error) => return Ok(with_stub_body(error, &item)),
+        Err(error) => return Ok(with_stub_body(combine(errors, error), &item)),
     };
     let co = Ident::new("__acm_co", Span::mixed_site());
     let mut rewriter = YieldRewriter::new(co.clone(), yield_method(&manager.mode));
     rewriter.visit_block_mut(&mut manager.item.block);
     if let Err(error) = valid::yields(&item, &rewriter.sites) {
+        errors = Some(combine(errors, error));
+    }
+    if let Some(error) = errors {
         // Keep the fn's signature (callers type-check against it) with a
         // body that never runs, so one mistake gives one error.
         let mut out = error.into_compile_error();
-        out.extend(expand(&manager, &krate, &co, false));
+        let uses = yield_uses(&rewriter.sites);
+        out.extend(expand(&manager, &krate, &co, Some(&uses)));
         return Ok(out);
     }
-    Ok(expand(&manager, &krate, &co, true))
+    Ok(expand(&manager, &krate, &co, None))
+}
+
+fn combine(first: Option<syn::Error>, then: syn::Error) -> syn::Error {
+    match first {
+        Some(mut first) => {
+            first.combine(then);
+            first
+        }
+        None => then,
+    }
+}
+
+/// `yield_!(@__acm_unused);` for each `yield_!` the user wrote: after an
+/// error their body is dropped, and this keeps their `yield_` import used
+/// (no "unused import" warning on top of the error).
+fn yield_uses(sites: &[crate::yields::Site]) -> TokenStream {
+    let paths = sites.iter().map(|site| &site.path);
+    quote!(#( #paths!(@__acm_unused); )*)
 }
 
 fn yield_method(mode: &Mode) -> &'static str {
@@ -48,16 +78,47 @@ fn yield_method(mode: &Mode) -> &'static str {
 }
 
 /// The error, next to the original fn with a body that does nothing, so
-/// that the fn's uses still resolve.
+/// that the fn's uses still resolve. Elided lifetimes in the return type
+/// become `'static` there, so the stub adds no error of its own.
 fn with_stub_body(error: syn::Error, item: &ItemFn) -> TokenStream {
-    let ItemFn { attrs, vis, sig, .. } = item;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let mut sig = sig.clone();
+    if let ReturnType::Type(_, ty) = &mut sig.output {
+        StaticElided.visit_type_mut(ty);
+    }
+    let mut block = (**block).clone();
+    let mut rewriter = YieldRewriter::new(Ident::new("__acm_co", Span::mixed_site()), "stub");
+    rewriter.visit_block_mut(&mut block);
+    let uses = yield_uses(&rewriter.sites);
     let mut out = error.into_compile_error();
     out.extend(quote! {
         #(#attrs)*
-        #[allow(unused_variables, clippy::unused_async)]
-        #vis #sig { ::core::unimplemented!() }
+        #[allow(unused_variables, unused_mut, unreachable_code, clippy::unused_async)]
+        #vis #sig { #uses ::core::unimplemented!() }
     });
     out
+}
+
+/// `&T` / `'_` → `&'static T` / `'static`.
+struct StaticElided;
+
+impl VisitMut for StaticElided {
+    fn visit_type_reference_mut(&mut self, r: &mut syn::TypeReference) {
+        if r.lifetime.is_none() {
+            r.lifetime = Some(syn::Lifetime::new("'static", r.and_token.span));
+        }
+        syn::visit_mut::visit_type_reference_mut(self, r);
+    }
+    fn visit_lifetime_mut(&mut self, l: &mut syn::Lifetime) {
+        if l.ident == "_" {
+            *l = syn::Lifetime::new("'static", l.apostrophe);
+        }
+    }
 }
 
 // Input:
@@ -76,9 +137,20 @@ fn with_stub_body(error: syn::Error, item: &ItemFn) -> TokenStream {
 //             },
 //         )
 //     }
-// `run` is false after a validation error: the body becomes `unreachable!()`.
-fn expand(manager: &ManagerFn, krate: &TokenStream, co: &Ident, run: bool) -> TokenStream {
-    let ItemFn { attrs, vis, sig, block } = &manager.item;
+// With `stub` (after an error) the body becomes `unreachable!()`, next to
+// `stub`'s uses of the user's `yield_` paths.
+fn expand(
+    manager: &ManagerFn,
+    krate: &TokenStream,
+    co: &Ident,
+    stub: Option<&TokenStream>,
+) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = &manager.item;
     let mode_ty = match &manager.mode {
         Mode::ByValue(t) => quote!(#krate::generated::ByValue<#t>),
         Mode::LendMut(t) => quote!(#krate::generated::LendMut<#t>),
@@ -109,27 +181,30 @@ fn expand(manager: &ManagerFn, krate: &TokenStream, co: &Ident, run: bool) -> To
         -> #krate::generated::Generator<impl ::core::future::Future<Output = #output>, #mode_ty, #owner>
     };
 
-    let body = if run {
+    let body = if let Some(uses) = stub {
+        quote! {
+            let _ = #co;
+            #(#prelude)*
+            #uses
+            (|| -> #output { ::core::unreachable!() })()
+        }
+    } else {
         let tail = match &manager.error {
             Some(e) => quote_spanned!(block.span()=> ::core::result::Result::Ok::<(), #e>(())),
             None => quote!(),
         };
         quote_spanned! {block.span()=>
             #(#prelude)*
-            let () = #block;
+            let _: () = #block;
             #tail
-        }
-    } else {
-        quote! {
-            let _ = #co;
-            #(#prelude)*
-            let __acm_never: #output = ::core::unreachable!();
-            __acm_never
         }
     };
     let name = sig.ident.to_string();
+    // After an error the body is gone: its arguments are unused.
+    let allow = stub.map(|_| quote!(#[allow(unused_variables, unused_mut)]));
     quote! {
         #(#attrs)*
+        #allow
         #vis #sig {
             #krate::generated::Generator::<_, #mode_ty, #owner>::new(
                 ::core::concat!(::core::module_path!(), "::", #name),

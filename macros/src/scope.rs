@@ -113,7 +113,7 @@ fn parse_managers(tokens: &[TokenTree], arrow: Span) -> syn::Result<Vec<Manager>
             i += 1;
             continue;
         }
-        match binding_after(&tokens[i + 1..]) {
+        match binding_after(&tokens[i + 1..], ident.span()) {
             Some(Ok((binding, used))) => {
                 let segment = &tokens[start..i];
                 let mut exprs = parse_exprs(segment, ident.span())?;
@@ -141,10 +141,14 @@ fn parse_managers(tokens: &[TokenTree], arrow: Span) -> syn::Result<Vec<Manager>
     }
     if start < tokens.len() {
         let rest = &tokens[start..];
-        managers.extend(parse_exprs(rest, rest[0].span())?.into_iter().map(|expr| Manager {
-            expr,
-            binding: Binding::None,
-        }));
+        managers.extend(
+            parse_exprs(rest, rest[0].span())?
+                .into_iter()
+                .map(|expr| Manager {
+                    expr,
+                    binding: Binding::None,
+                }),
+        );
     }
     if managers.is_empty() {
         return Err(syn::Error::new(
@@ -159,23 +163,41 @@ fn parse_managers(tokens: &[TokenTree], arrow: Span) -> syn::Result<Vec<Manager>
 /// (and then `,` or the end), `Some(Err)` for an `as` at the end of a
 /// manager without a valid binding, `None` if this `as` belongs to the
 /// expression.
-fn binding_after(tokens: &[TokenTree]) -> Option<syn::Result<(Binding, usize)>> {
+fn binding_after(tokens: &[TokenTree], as_span: Span) -> Option<syn::Result<(Binding, usize)>> {
     let is_end = |t: Option<&TokenTree>| match t {
         None => true,
         Some(TokenTree::Punct(p)) => p.as_char() == ',',
         _ => false,
     };
     match tokens {
-        [TokenTree::Ident(m), TokenTree::Ident(name), ..] if m == "mut" && is_end(tokens.get(2)) => {
-            Some(check_name(name).map(|()| (Binding::Name { mutable: true, ident: name.clone() }, 2)))
+        [TokenTree::Ident(m), TokenTree::Ident(name), ..]
+            if m == "mut" && is_end(tokens.get(2)) =>
+        {
+            Some(check_name(name).map(|()| {
+                (
+                    Binding::Name {
+                        mutable: true,
+                        ident: name.clone(),
+                    },
+                    2,
+                )
+            }))
         }
         [TokenTree::Ident(name), ..] if is_end(tokens.get(1)) => Some(if name == "_" {
             Ok((Binding::Wild, 1))
         } else {
-            check_name(name).map(|()| (Binding::Name { mutable: false, ident: name.clone() }, 1))
+            check_name(name).map(|()| {
+                (
+                    Binding::Name {
+                        mutable: false,
+                        ident: name.clone(),
+                    },
+                    1,
+                )
+            })
         }),
         [] => Some(Err(syn::Error::new(
-            Span::call_site(),
+            as_span,
             format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
         ))),
         [first, ..] if is_end(Some(first)) => Some(Err(syn::Error::new(
@@ -193,12 +215,14 @@ fn binding_after(tokens: &[TokenTree]) -> Option<syn::Result<(Binding, usize)>> 
 }
 
 fn check_name(ident: &Ident) -> syn::Result<()> {
-    syn::parse2::<Ident>(quote!(#ident)).map(|_| ()).map_err(|_| {
-        syn::Error::new(
-            ident.span(),
-            format!("expected a binding name after `as`, found the keyword `{ident}`"),
-        )
-    })
+    syn::parse2::<Ident>(quote!(#ident))
+        .map(|_| ())
+        .map_err(|_| {
+            syn::Error::new(
+                ident.span(),
+                format!("expected a binding name after `as`, found the keyword `{ident}`"),
+            )
+        })
 }
 
 fn parse_exprs(tokens: &[TokenTree], at: Span) -> syn::Result<Vec<Expr>> {

@@ -22,6 +22,8 @@ pub(crate) struct Site {
     pub(crate) context: Context,
     /// Problems with its argument (e.g. empty `yield_!()`).
     pub(crate) error: Option<syn::Error>,
+    /// The macro path as the user wrote it (`yield_`, `contextlib::yield_`).
+    pub(crate) path: TokenStream,
 }
 
 /// Rewrites `yield_!(x)` into `__acm_co.<method>(x).await`.
@@ -56,7 +58,7 @@ impl YieldRewriter {
     /// has an internal arm that turns `@__acm_yield co.method(value)` into
     /// `co.method(value).await`. Keeping the user's macro path keeps their
     /// `use async_contextlib::yield_` import meaningful.
-    fn rewrite(&mut self, span: Span, args: TokenStream) -> TokenStream {
+    fn rewrite(&mut self, path: TokenStream, span: Span, args: TokenStream) -> TokenStream {
         let error = match syn::parse2::<Expr>(args.clone()) {
             Ok(_) => None,
             Err(_) => Some(syn::Error::new(
@@ -68,6 +70,7 @@ impl YieldRewriter {
             span,
             context: self.context,
             error,
+            path,
         });
         let co = &self.co;
         let method = &self.method;
@@ -77,8 +80,13 @@ impl YieldRewriter {
     /// Rewrites a `yield_!` invocation in place, or scans another macro's tokens.
     fn visit_macro_tokens(&mut self, mac: &mut Macro) {
         if is_yield(&mac.path) {
-            let span = mac.path.segments.last().map_or_else(Span::call_site, |s| s.ident.span());
-            mac.tokens = self.rewrite(span, mac.tokens.clone());
+            let span = mac
+                .path
+                .segments
+                .last()
+                .map_or_else(Span::call_site, |s| s.ident.span());
+            let path = quote::ToTokens::to_token_stream(&mac.path);
+            mac.tokens = self.rewrite(path, span, mac.tokens.clone());
         } else {
             mac.tokens = self.scan(mac.tokens.clone());
         }
@@ -90,11 +98,21 @@ impl YieldRewriter {
         let mut tokens: Vec<TokenTree> = tokens.into_iter().collect();
         let mut i = 0;
         while i < tokens.len() {
-            if let (TokenTree::Ident(ident), Some(TokenTree::Punct(bang)), Some(TokenTree::Group(args))) =
-                (&tokens[i], tokens.get(i + 1), tokens.get(i + 2))
+            if let (
+                TokenTree::Ident(ident),
+                Some(TokenTree::Punct(bang)),
+                Some(TokenTree::Group(args)),
+            ) = (&tokens[i], tokens.get(i + 1), tokens.get(i + 2))
             {
                 if ident == "yield_" && bang.as_char() == '!' {
-                    let mut group = Group::new(args.delimiter(), self.rewrite(ident.span(), args.stream()));
+                    let mut group = Group::new(
+                        args.delimiter(),
+                        self.rewrite(
+                            TokenTree::Ident(ident.clone()).into(),
+                            ident.span(),
+                            args.stream(),
+                        ),
+                    );
                     group.set_span(args.span());
                     tokens[i + 2] = TokenTree::Group(group);
                     i += 3;
@@ -118,9 +136,12 @@ fn is_yield(path: &syn::Path) -> bool {
 
 /// Does an item carry `#[async_context_manager]` (then its yields are its own)?
 fn is_manager_fn(attrs: &[syn::Attribute]) -> bool {
-    attrs
-        .iter()
-        .any(|a| a.path().segments.last().is_some_and(|s| s.ident == "async_context_manager"))
+    attrs.iter().any(|a| {
+        a.path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "async_context_manager")
+    })
 }
 
 impl VisitMut for YieldRewriter {
@@ -130,11 +151,15 @@ impl VisitMut for YieldRewriter {
     }
 
     fn visit_expr_closure_mut(&mut self, e: &mut syn::ExprClosure) {
-        self.within(Context::Closure, |v| visit_mut::visit_expr_closure_mut(v, e));
+        self.within(Context::Closure, |v| {
+            visit_mut::visit_expr_closure_mut(v, e)
+        });
     }
 
     fn visit_expr_async_mut(&mut self, e: &mut syn::ExprAsync) {
-        self.within(Context::AsyncBlock, |v| visit_mut::visit_expr_async_mut(v, e));
+        self.within(Context::AsyncBlock, |v| {
+            visit_mut::visit_expr_async_mut(v, e)
+        });
     }
 
     fn visit_expr_loop_mut(&mut self, e: &mut syn::ExprLoop) {
