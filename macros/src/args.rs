@@ -69,7 +69,10 @@ impl Args {
         for arg in parsed {
             // Only `crate` gets past `Arg::parse`.
             if args.krate.is_some() {
-                bail!(arg.key, "duplicate #[async_context_manager] argument `crate`");
+                bail!(
+                    arg.key,
+                    "duplicate #[async_context_manager] argument `crate`"
+                );
             }
             let path: Path = arg.value.parse().map_err(|_| {
                 syn::Error::new(

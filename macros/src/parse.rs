@@ -148,7 +148,11 @@ fn read_value(ty: &Type) -> syn::Result<Mode> {
                 Mode::LendRef(elem)
             })
         }
-        Type::ImplTrait(_) | Type::Infer(_) | Type::Macro(_) | Type::Verbatim(_) | Type::Never(_) => {
+        Type::ImplTrait(_)
+        | Type::Infer(_)
+        | Type::Macro(_)
+        | Type::Verbatim(_)
+        | Type::Never(_) => {
             bail!(
                 ty,
                 "#[async_context_manager] cannot read this return type: expected `T`, `&mut T`, \

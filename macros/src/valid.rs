@@ -46,7 +46,10 @@ pub(crate) fn yields(item: &ItemFn, sites: &[Site]) -> syn::Result<()> {
                 ));
             }
             if !rest.is_empty() {
-                push(syn::Error::new(sites[0].span, "the first `yield_!` is here"));
+                push(syn::Error::new(
+                    sites[0].span,
+                    "the first `yield_!` is here",
+                ));
             }
         }
     }
@@ -55,8 +58,12 @@ pub(crate) fn yields(item: &ItemFn, sites: &[Site]) -> syn::Result<()> {
             Context::Plain => None,
             Context::Loop => Some("inside a loop: it must be reached at most once"),
             Context::Closure => Some("inside a closure: it must be in the fn's own body"),
-            Context::AsyncBlock => Some("inside a nested `async` block: it must be in the fn's own body"),
-            Context::NestedItem => Some("inside a nested fn or item: it must be in the fn's own body"),
+            Context::AsyncBlock => {
+                Some("inside a nested `async` block: it must be in the fn's own body")
+            }
+            Context::NestedItem => {
+                Some("inside a nested fn or item: it must be in the fn's own body")
+            }
         };
         if let Some(why) = why {
             push(syn::Error::new(

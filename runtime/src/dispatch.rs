@@ -165,7 +165,9 @@ pub trait RaiseFrom<E> {
 impl<E> RaiseFrom<E> for &mut Raise<E> {
     #[inline]
     fn __acm_raise<T, F: From<E>>(self) -> Result<T, F> {
-        Err(F::from(self.0.take().expect("async-contextlib: error raised twice")))
+        Err(F::from(
+            self.0.take().expect("async-contextlib: error raised twice"),
+        ))
     }
 }
 

@@ -165,13 +165,17 @@ impl Panic {
         } else {
             "Box<dyn Any>"
         };
-        Panic { message: Arc::from(message) }
+        Panic {
+            message: Arc::from(message),
+        }
     }
 
     /// A panic with the given text (for tests of hand-written managers).
     #[must_use]
     pub fn new(message: &str) -> Panic {
-        Panic { message: Arc::from(message) }
+        Panic {
+            message: Arc::from(message),
+        }
     }
 
     /// The panic's text.
