@@ -9,7 +9,6 @@
 mod driver_util;
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -418,7 +417,7 @@ fn never_polled_scope_runs_nothing() {
         let probe = Probe::new();
         let p = probe.clone();
         let fut = async move { with_scope!(Owned::new("a", &p) => { 1 }) };
-        drop(pin!(fut));
+        drop(fut);
         drain().await;
         assert_eq!(probe.entered(), 0);
         assert_eq!(probe.exit_started(), 0);
