@@ -90,7 +90,9 @@ fn happy_path(c: &mut Criterion) {
     let mut r = Resource::default();
     group.bench_function("by_hand", |b| b.iter(|| run(by_hand(&mut r))));
     group.bench_function("trait_manager", |b| b.iter(|| run(trait_scope(&mut r))));
-    group.bench_function("generated_manager", |b| b.iter(|| run(generated_scope(&mut r))));
+    group.bench_function("generated_manager", |b| {
+        b.iter(|| run(generated_scope(&mut r)))
+    });
     group.finish();
     assert!(r.exits > 0);
 }

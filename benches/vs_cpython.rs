@@ -48,7 +48,11 @@ fn rust_ns_per_scope() -> f64 {
 
 fn cpython_ns_per_scope() -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/cpython_scope.py");
-    let out = Command::new("python3").arg(script).arg(N.to_string()).output().ok()?;
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(N.to_string())
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }

@@ -314,6 +314,8 @@ fn a_slow_exit_emits_a_warning_with_name_outcome_and_latency() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap();
-    assert!(latency >= 30_000, "{warning:?}");
+    // The exit slept 30 ms; the latency clock is the coarse monotonic clock,
+    // exact to within one kernel tick (at most 4 ms), see `diag::Clock`.
+    assert!((26_000..1_000_000).contains(&latency), "{warning:?}");
     assert_eq!(events.all().len(), fast, "a fast exit emitted an event");
 }

@@ -120,11 +120,7 @@ fn apply(mut tts: Vec<TokenTree>, edit: &Edit) -> Vec<TokenTree> {
 }
 
 fn mutate(seed: &str, edits: &[Edit]) -> TokenStream {
-    edits
-        .iter()
-        .fold(tokens(seed), |t, e| apply(t, e))
-        .into_iter()
-        .collect()
+    edits.iter().fold(tokens(seed), apply).into_iter().collect()
 }
 
 fn never_panics(name: &str, f: impl FnOnce() -> syn::Result<TokenStream>) {

@@ -27,6 +27,7 @@ pub fn slow_exit_limit() -> Duration {
 /// `Instant::now`), whose resolution is the kernel tick (1–4 ms). A
 /// latency is therefore reported to within one tick of the truth — plenty
 /// for a limit of 10 ms, and the price of leaving the measure on.
+#[derive(Clone, Copy)]
 pub(crate) struct Clock(u64);
 
 impl Clock {
@@ -37,7 +38,7 @@ impl Clock {
 
     /// Emits a warning if the exit took longer than the limit.
     #[inline]
-    pub(crate) fn check(self, name: &'static str, outcome: &Outcome) {
+    pub(crate) fn check(&self, name: &'static str, outcome: &Outcome) {
         let elapsed = now_nanos().saturating_sub(self.0);
         if elapsed > SLOW_EXIT_NANOS.load(Relaxed) {
             slow_exit(name, outcome, Duration::from_nanos(elapsed));

@@ -17,10 +17,10 @@
 //! it is written, so pointers into its frame stay valid while it is
 //! suspended.
 
+use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::alloc::Layout;
 use std::pin::Pin;
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::task::{Context, Poll};

@@ -20,12 +20,14 @@ mod diag;
 mod dispatch;
 mod driver;
 mod generator;
+mod guard;
 mod manager;
 mod outcome;
 mod pool;
 mod scope;
 mod shield;
 mod stats;
+mod step;
 mod timeout;
 
 pub use adapters::{NullContext, nullcontext};
@@ -60,5 +62,6 @@ pub mod __private {
     };
     pub use crate::driver::Job;
     pub use crate::generator::{Co, YieldLend, YieldValue};
-    pub use crate::scope::{Detach, Detachable, Guard, InPlace, Scope, exit_task};
+    pub use crate::guard::{Detach, Detachable, Guard, InPlace, exit_task};
+    pub use crate::scope::Scope;
 }

@@ -41,6 +41,13 @@ use crate::Outcome;
 ///         Ok(())
 ///     }
 /// }
+///
+/// # futures::executor::block_on(async {
+/// let mut buffer = Buffer { items: vec![], flushed: 0 };
+/// // Borrowed for the scope (`&mut M` is a manager too), seen again after.
+/// async_contextlib::with_scope!(&mut buffer as items => { items.push(7) });
+/// assert_eq!(buffer.flushed, 1);
+/// # });
 /// ```
 ///
 /// # Cancellation
@@ -120,6 +127,7 @@ pub trait AsyncContextManager {
 /// #     async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> { Ok(()) }
 /// # }
 /// impl OwnedManager for Lease {}
+/// # let _ = Lease { id: 1 };
 /// ```
 ///
 /// A manager that is not `OwnedManager` (or whose exit future is not `Send`)
@@ -136,4 +144,32 @@ pub struct Deadline<E> {
     pub at: tokio::time::Instant,
     /// What the scope fails with when the body is cut.
     pub error: E,
+}
+
+/// A manager borrowed for one scope: `with_scope!(&mut pool => ...)` enters
+/// and exits `pool` and leaves it with the caller afterwards.
+impl<M: AsyncContextManager + ?Sized> AsyncContextManager for &mut M {
+    type Value<'a>
+        = M::Value<'a>
+    where
+        Self: 'a;
+    type Error = M::Error;
+
+    fn enter(&mut self) -> impl Future<Output = Result<Self::Value<'_>, Self::Error>> {
+        (**self).enter()
+    }
+
+    fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), Self::Error>> {
+        (**self).exit(outcome)
+    }
+
+    fn deadline(&mut self) -> Option<Deadline<Self::Error>> {
+        (**self).deadline()
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
 }

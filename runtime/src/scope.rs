@@ -1,238 +1,26 @@
-//! The life of one `with_scope!`: guards, the scope state and its runners.
+//! The life of one `with_scope!`: the scope's state and the futures it
+//! awaits.
 //!
-//! `with_scope!` expands to straight-line code over two types:
-//!
-//! * a [`Guard`] per manager owns the manager and knows how far it got
-//!   (idle → entered → exiting → done). Its `Drop` is the cancellation path:
-//!   a guard dropped while entered hands the exit to the driver (owned
-//!   managers) or finishes it in place (borrowing ones);
-//! * one [`Scope`] holds what unwinding needs: the scope's value so far,
-//!   the outcome the next exit sees, a caught panic, the active deadline.
-//!   Its runners (`enter`, `body`, `exit`) are the scope's only await points,
-//!   so a drop of the scope's future always happens inside one of them, and
-//!   each marks the driver's cascade open before anything else is dropped.
-//!
-//! Exactly-once is structural: `exit` runs only for a guard in state
-//! `Entered` and moves it on; `Drop` runs exits only for guards still
-//! entered (or resumable mid-exit).
+//! `with_scope!` expands to straight-line code over a [`Guard`] per manager
+//! (see `guard.rs`) and one [`Scope`], which holds what unwinding needs: the
+//! scope's value so far, the outcome the next exit sees, a caught panic, the
+//! active deadline. Its runners (`enter`, `body`, `exit`) are the scope's
+//! only await points, so a drop of the scope's future always happens inside
+//! one of them, and each marks the driver's cascade open before anything
+//! else is dropped (see `step.rs`).
 
-use std::any::Any;
-use std::future::{Future, poll_fn};
-use std::panic::{AssertUnwindSafe, resume_unwind};
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::panic::resume_unwind;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use futures_util::FutureExt;
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
 
-use crate::driver::{self, Job, JobKind};
-use crate::{AsyncContextManager, Failure, Outcome, OwnedManager, Panic, stats};
-
-type Payload = Box<dyn Any + Send + 'static>;
-
-/// How a guard finishes its manager's exit when the scope is dropped.
-/// Chosen at the `with_scope!` call site (see `dispatch`), where the
-/// manager's type is concrete.
-pub trait Detach<M: AsyncContextManager> {
-    /// Whether `job` returns a job (owned manager with a `Send` exit).
-    const DETACHABLE: bool;
-    /// Turns the manager into a detached job running its exit, or gives it back.
-    fn job(&self, manager: M) -> Result<Job, M>;
-    /// The manager's exit as a boxed `'static` future (that can be handed to
-    /// the driver mid-exit), or the manager back.
-    /// With the function that turns it into a job if it is dropped unfinished.
-    fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M>;
-}
-
-/// An owned manager's exit, boxed so that it can outlive its scope.
-pub(crate) type BoxedExit<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
-
-/// A boxed exit and what hands it over.
-pub(crate) type Boxed<E> = (BoxedExit<E>, Handoff<E>);
-
-/// Turns the rest of a boxed exit into a detached job.
-pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
-
-fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
-    Job::new(name, JobKind::Exit, exit)
-}
-
-/// Finish the exit in place (borrowing managers, or exits that are not `Send`).
-#[derive(Clone, Copy, Debug)]
-pub struct InPlace;
-
-impl<M: AsyncContextManager> Detach<M> for InPlace {
-    const DETACHABLE: bool = false;
-    fn job(&self, manager: M) -> Result<Job, M> {
-        Err(manager)
-    }
-    fn boxed_exit(&self, manager: M, _: Outcome) -> Result<Boxed<M::Error>, M> {
-        Err(manager)
-    }
-}
-
-/// Hand the exit to the driver: `G` is `exit_task::<M>`, whose future the
-/// call site proved `Send + 'static`.
-#[derive(Clone, Copy, Debug)]
-pub struct Detachable<G>(pub(crate) G);
-
-impl<M, G, F> Detach<M> for Detachable<G>
-where
-    M: OwnedManager,
-    G: Fn(M, Outcome) -> F,
-    F: Future<Output = Result<(), M::Error>> + Send + 'static,
-{
-    const DETACHABLE: bool = true;
-    fn job(&self, manager: M) -> Result<Job, M> {
-        let name = manager.name();
-        Ok(Job::new(
-            name,
-            JobKind::Exit,
-            (self.0)(manager, Outcome::Cancelled),
-        ))
-    }
-    fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M> {
-        // `M: 'static`, so `M::Error: 'static`.
-        Ok((Box::pin((self.0)(manager, outcome)), handoff::<M::Error>))
-    }
-}
-
-/// The exit of `manager`, as an owned future (the detached form of an exit).
-pub async fn exit_task<M: AsyncContextManager>(
-    mut manager: M,
-    outcome: Outcome,
-) -> Result<(), M::Error> {
-    manager.exit(outcome).await
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Idle,
-    Entered,
-    /// Exit started; its future was dropped before it finished and the
-    /// manager can resume it (generated managers), so `Drop` detaches it.
-    Exiting,
-    Done,
-}
-
-/// Owns one manager of a scope and runs its exit on cancellation.
-#[allow(
-    missing_debug_implementations,
-    reason = "hidden; generic over managers that need not be Debug"
-)]
-pub struct Guard<M: AsyncContextManager, D: Detach<M>> {
-    manager: Option<M>,
-    meta: Meta<M::Error>,
-    detach: D,
-}
-
-struct Meta<E> {
-    state: State,
-    depth: u32,
-    /// The error a deadline of this manager fails the scope with.
-    deadline_error: Option<E>,
-    /// The scope's active deadline before this manager's was pushed.
-    prev_active: Option<Active>,
-    has_deadline: bool,
-}
-
-impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
-    /// Takes ownership of a manager that is not entered yet.
-    #[inline]
-    pub fn new(manager: M, detach: D) -> Self {
-        Guard {
-            manager: Some(manager),
-            meta: Meta {
-                state: State::Idle,
-                depth: 0,
-                deadline_error: None,
-                prev_active: None,
-                has_deadline: false,
-            },
-            detach,
-        }
-    }
-
-    /// Moves the manager into its boxed exit (see `Scope::exit`), if `D`
-    /// can detach it.
-    fn boxed_exit(&mut self, outcome: Outcome) -> Option<(Boxed<M::Error>, &'static str)>
-    where
-        D: Detach<M>,
-    {
-        let manager = self.manager.take()?;
-        let name = manager.name();
-        match self.detach.boxed_exit(manager, outcome) {
-            Ok(boxed) => Some((boxed, name)),
-            Err(manager) => {
-                self.manager = Some(manager);
-                None
-            }
-        }
-    }
-
-    fn parts(&mut self) -> (&mut M, &mut Meta<M::Error>) {
-        // The manager is only taken out in `drop`.
-        let manager = self
-            .manager
-            .as_mut()
-            .expect("async-contextlib: guard used after drop");
-        (manager, &mut self.meta)
-    }
-}
-
-impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
-    fn drop(&mut self) {
-        let resumable = M::__RESUMABLE_EXIT && D::DETACHABLE;
-        match self.meta.state {
-            State::Entered => {}
-            State::Exiting if resumable => {}
-            _ => return,
-        }
-        self.meta.state = State::Done;
-        let Some(manager) = self.manager.take() else {
-            return;
-        };
-        match self.detach.job(manager) {
-            Ok(job) => driver::queue(job),
-            Err(manager) => finish_in_place(manager),
-        }
-    }
-}
-
-/// The exit of a cancelled borrowing manager: before the drop returns, or
-/// abandoned and counted.
-#[cold]
-fn finish_in_place<M: AsyncContextManager>(manager: M) {
-    let name = manager.name();
-    let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
-    match driver::block_in_place(work) {
-        Some(result) => {
-            if !matches!(result, Ok(Ok(()))) {
-                stats::exit_failed();
-                crate::diag::report_exit_error(
-                    name,
-                    "cancelled",
-                    &describe_exit_failure::<M::Error>(result.err()),
-                );
-            }
-            stats::exited();
-        }
-        None => {
-            stats::abandoned();
-            crate::diag::report_abandoned(
-                name,
-                "a borrowing manager's exit can only be finished in place on a multi-thread \
-                 tokio runtime; implement OwnedManager for owned managers",
-            );
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Active {
-    at: Instant,
-    owner: u32,
-}
+use crate::diag::Clock;
+use crate::driver;
+use crate::guard::{Detach, Guard, Meta, Payload, State, describe_exit_failure};
+use crate::step::{Active, Bound, Bounded, Handover, Step};
+use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic, stats};
 
 /// The state of one `with_scope!` while it runs and unwinds.
 #[allow(
@@ -259,26 +47,11 @@ impl<R> Default for Scope<R> {
 impl<R> Drop for Scope<R> {
     fn drop(&mut self) {
         if !self.finished {
-            // Dropped mid-flight: one of our runners opened the cascade (or
+            // Dropped mid-flight: the runner in flight opened the cascade (or
             // none did, if the drop hit an `.await` inside a manager
             // expression). Either way the queued exits start now unless an
             // enclosing scope is still being dropped.
             driver::close(self.addr());
-        }
-    }
-}
-
-/// Opens the driver's cascade when a runner is dropped mid-await: declared
-/// after the future it runs, so it is dropped first.
-struct Opener {
-    addr: usize,
-    armed: bool,
-}
-
-impl Drop for Opener {
-    fn drop(&mut self) {
-        if self.armed {
-            driver::open(self.addr);
         }
     }
 }
@@ -314,142 +87,95 @@ impl<R> Scope<R> {
         convert
     }
 
-    /// Runs `fut` under the active deadline, if any. `None`: the deadline
-    /// cut it; it was dropped and the exits it queued were awaited.
-    async fn bounded<F: Future>(&mut self, fut: F) -> Option<F::Output> {
-        let Some(active) = self.active else {
-            // Pin `fut` in a local declared *before* the opener: locals drop
-            // in reverse order, so the opener fires first. (`fut.await` would
-            // move `fut` into a temporary declared after the opener, dropped
-            // before it: nested scopes then spawned their exits as separate
-            // tasks, racing the outer ones instead of running first.)
-            let mut fut = pin!(fut);
-            let mut opener = Opener {
-                addr: self.addr(),
-                armed: true,
-            };
-            let out = fut.as_mut().await;
-            opener.armed = false;
-            return Some(out);
-        };
-        let mut slot = pin!(Some(fut));
-        let mut sleep = pin!(tokio::time::sleep_until(active.at));
-        let mut opener = Opener {
-            addr: self.addr(),
-            armed: true,
-        };
-        let polled = poll_fn(|cx: &mut Context<'_>| {
-            if let Some(fut) = slot.as_mut().as_pin_mut() {
-                if let Poll::Ready(out) = fut.poll(cx) {
-                    return Poll::Ready(Some(out));
-                }
-            }
-            match sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        opener.armed = false;
-        if polled.is_some() {
-            return polled;
-        }
-        // Cut: drop what ran (its inner scopes queue their exits on the
-        // cascade) and finish those exits here, innermost first, before the
-        // managers of this scope exit.
-        let jobs = driver::drop_in_cascade(self.addr(), || slot.set(None));
-        driver::run_inline(jobs).await;
-        self.cut = Some(active.owner);
-        self.outcome = Outcome::Cancelled;
-        None
-    }
-
     /// Enters the guard's manager. `None`: it failed or panicked (recorded
     /// for the exits of the managers before it) or a deadline cut it.
-    pub async fn enter<'g, M, D, C>(
-        &mut self,
+    pub fn enter<'s, 'g, M, D, C>(
+        &'s mut self,
         guard: &'g mut Guard<M, D>,
         convert: C,
-    ) -> Option<M::Value<'g>>
+    ) -> impl Future<Output = Option<M::Value<'g>>> + use<'s, 'g, R, M, D, C>
     where
         M: AsyncContextManager,
         D: Detach<M>,
         C: FnOnce(M::Error) -> (Failure, R),
     {
+        let addr = self.addr();
+        let active = self.active;
         let (manager, meta) = guard.parts();
         let deadline = manager.deadline();
         let name = manager.name();
-        let entered = AssertUnwindSafe(manager.enter()).catch_unwind();
         let span = tracing::debug_span!("enter", manager = name);
-        match self
-            .bounded(tracing::Instrument::instrument(entered, span))
-            .await?
-        {
-            Ok(Ok(value)) => {
-                stats::entered();
-                self.depth += 1;
-                meta.state = State::Entered;
-                meta.depth = self.depth;
-                if let Some(deadline) = deadline {
-                    meta.has_deadline = true;
-                    meta.deadline_error = Some(deadline.error);
-                    meta.prev_active = self.active;
-                    if self.active.is_none_or(|a| deadline.at < a.at) {
-                        self.active = Some(Active {
-                            at: deadline.at,
-                            owner: self.depth,
-                        });
-                    }
-                }
-                Some(value)
-            }
-            Ok(Err(error)) => {
-                let (failure, result) = convert(error);
-                self.outcome = Outcome::Failed(failure);
-                self.result = Some(result);
-                None
-            }
-            Err(payload) => {
-                self.panicked(payload, name);
-                None
-            }
+        Enter {
+            scope: self,
+            meta,
+            convert: Some(convert),
+            deadline,
+            name,
+            bounded: Bounded::new(Step::new(manager.enter(), span, addr), active),
         }
     }
 
     /// Runs the scope's block; `classify` reads its value as an [`Outcome`].
-    pub async fn body<B, K>(&mut self, body: B, classify: K)
+    pub fn body<'s, B, K>(
+        &'s mut self,
+        body: B,
+        classify: K,
+    ) -> impl Future<Output = ()> + use<'s, R, B, K>
     where
         B: Future<Output = R>,
         K: FnOnce(&R) -> Outcome,
     {
-        match self.bounded(AssertUnwindSafe(body).catch_unwind()).await {
-            Some(Ok(value)) => {
-                self.outcome = classify(&value);
-                self.result = Some(value);
-            }
-            Some(Err(payload)) => self.panicked(payload, "the scope's block"),
-            None => {}
+        let addr = self.addr();
+        let active = self.active;
+        Body {
+            scope: self,
+            classify: Some(classify),
+            bounded: Bounded::new(Step::new(body, tracing::Span::none(), addr), active),
         }
     }
 
     /// Exits the guard's manager if it was entered, with the outcome so far.
-    pub async fn exit<M, D, C>(&mut self, guard: &mut Guard<M, D>, convert: C)
+    pub fn exit<'s, 'g, M, D, C>(
+        &'s mut self,
+        guard: &'g mut Guard<M, D>,
+        convert: C,
+    ) -> impl Future<Output = ()> + use<'s, 'g, R, M, D, C>
     where
         M: AsyncContextManager,
         D: Detach<M>,
         C: Fn(M::Error) -> (Failure, R),
     {
-        if guard.meta.state != State::Entered {
-            return;
+        let run = if guard.meta.state == State::Entered {
+            Some(self.start_exit(guard))
+        } else {
+            None
+        };
+        Exit {
+            scope: self,
+            convert: Some(convert),
+            run,
         }
+    }
+
+    /// Everything an exit needs before it runs: its outcome, its depth, and
+    /// the exit future itself.
+    fn start_exit<'g, M, D>(
+        &mut self,
+        guard: &'g mut Guard<M, D>,
+    ) -> ExitRun<'g, M::Error, impl Future<Output = Result<(), M::Error>> + use<'g, R, M, D>>
+    where
+        M: AsyncContextManager,
+        D: Detach<M>,
+    {
         let depth = self.depth;
         self.depth -= 1;
-        let cut_here = self.cut == Some(depth);
         let outcome = match self.cut {
             Some(owner) if depth >= owner => Outcome::Cancelled,
             _ => self.outcome.clone(),
         };
-        let addr = self.addr();
+        if guard.meta.has_deadline {
+            self.active = guard.meta.prev_active;
+        }
         // An owned manager whose exit can be neither resumed by the driver
         // (hand-written) nor finished in place (no multi-thread runtime)
         // runs its exit boxed, so that a drop mid-exit can hand the exit
@@ -460,48 +186,41 @@ impl<R> Scope<R> {
         } else {
             None
         };
-        let (name, meta) = match &guard.manager {
-            Some(manager) => (manager.name(), &mut guard.meta),
-            None => (boxed.as_ref().map_or("", |b| b.1), &mut guard.meta),
-        };
-        if meta.has_deadline {
-            self.active = meta.prev_active;
-        }
-        let result = match boxed {
+        let addr = self.addr();
+        match boxed {
             Some(((exit, handoff), name)) => {
-                meta.state = State::Done;
-                run_boxed_exit(exit, handoff, name, outcome).await
+                let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
+                guard.meta.state = State::Done;
+                ExitRun {
+                    meta: &mut guard.meta,
+                    depth,
+                    name,
+                    clock: Clock::start(),
+                    outcome,
+                    resumable: false,
+                    finish: finish_in_place::<M::Error, _>,
+                    step: ExitStep::Boxed {
+                        handover: Handover::new(exit, handoff, name, span),
+                    },
+                }
             }
             None => {
                 let (manager, meta) = guard.parts();
-                run_exit::<M, D>(manager, &mut meta.state, outcome, addr).await
-            }
-        };
-        let meta = &mut guard.meta;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                stats::exit_failed();
-                let (failure, result) = convert(error);
-                if self.outcome.is_success() && self.cut.is_none() {
-                    self.outcome = Outcome::Failed(failure);
-                    self.result = Some(result);
-                } else {
-                    crate::diag::report_exit_error(name, "scope", failure.message());
-                }
-            }
-            Err(payload) => {
-                stats::exit_failed();
-                self.panicked(payload, name);
-            }
-        }
-        if cut_here {
-            self.cut = None;
-            if let Some(error) = meta.deadline_error.take() {
-                let (failure, result) = convert(error);
-                if self.panic.is_none() {
-                    self.outcome = Outcome::Failed(failure);
-                    self.result = Some(result);
+                let name = manager.name();
+                let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
+                meta.state = State::Exiting;
+                let exit = manager.exit(outcome.clone());
+                ExitRun {
+                    meta,
+                    depth,
+                    name,
+                    clock: Clock::start(),
+                    outcome,
+                    resumable: M::__RESUMABLE_EXIT && D::DETACHABLE,
+                    finish: finish_in_place::<M::Error, _>,
+                    step: ExitStep::Plain {
+                        step: Step::new(exit, span, addr),
+                    },
                 }
             }
         }
@@ -523,6 +242,18 @@ impl<R> Scope<R> {
         }
     }
 
+    /// Records a manager's error: the scope's result if it had none, else
+    /// reported and counted.
+    fn exit_failed(&mut self, failure: Failure, result: R, name: &'static str) {
+        stats::exit_failed();
+        if self.outcome.is_success() && self.cut.is_none() {
+            self.outcome = Outcome::Failed(failure);
+            self.result = Some(result);
+        } else {
+            crate::diag::report_exit_error(name, "scope", failure.message());
+        }
+    }
+
     /// The scope's value, or the resumed panic.
     pub fn finish(mut self) -> R {
         self.finished = true;
@@ -535,150 +266,237 @@ impl<R> Scope<R> {
     }
 }
 
-/// Runs one exit, shielded: if the future running it is dropped before the
-/// exit is done, the exit is finished — by the driver if the manager can
-/// resume it, else in place, else abandoned and counted.
-async fn run_exit<M, D>(
-    manager: &mut M,
-    state: &mut State,
-    outcome: Outcome,
-    addr: usize,
-) -> Result<Result<(), M::Error>, Payload>
+pin_project! {
+    struct Enter<'s, 'g, R, E, C, F> {
+        scope: &'s mut Scope<R>,
+        meta: &'g mut Meta<E>,
+        convert: Option<C>,
+        deadline: Option<Deadline<E>>,
+        name: &'static str,
+        #[pin]
+        bounded: Bounded<F>,
+    }
+}
+
+impl<R, E, V, C, F> Future for Enter<'_, '_, R, E, C, F>
 where
-    M: AsyncContextManager,
-    D: Detach<M>,
+    F: Future<Output = Result<V, E>>,
+    C: FnOnce(E) -> (Failure, R),
 {
-    let name = manager.name();
-    let clock = crate::diag::Clock::start();
-    let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
-    let exit = AssertUnwindSafe(manager.exit(outcome.clone())).catch_unwind();
-    let exit = pin!(tracing::Instrument::instrument(exit, span));
-    *state = State::Exiting;
-    let mut shield = Shield {
-        exit,
-        state,
-        name,
-        resumable: M::__RESUMABLE_EXIT && D::DETACHABLE,
-        opener: Opener { addr, armed: true },
-    };
-    let result = (&mut shield).await;
-    shield.opener.armed = false;
-    *shield.state = State::Done;
-    stats::exited();
-    clock.check(name, &outcome);
-    result
-}
+    type Output = Option<V>;
 
-/// Runs a boxed exit (see `Scope::exit`); dropped before it finishes, it
-/// hands the rest of the exit to the driver.
-async fn run_boxed_exit<E>(
-    exit: BoxedExit<E>,
-    handoff: Handoff<E>,
-    name: &'static str,
-    outcome: Outcome,
-) -> Result<Result<(), E>, Payload> {
-    let clock = crate::diag::Clock::start();
-    let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
-    let mut handover = Handover {
-        exit: Some(exit),
-        handoff,
-        name,
-    };
-    let result = tracing::Instrument::instrument(&mut handover, span).await;
-    stats::exited();
-    clock.check(name, &outcome);
-    result
-}
-
-struct Handover<E> {
-    exit: Option<BoxedExit<E>>,
-    handoff: Handoff<E>,
-    name: &'static str,
-}
-
-impl<E> Future for Handover<E> {
-    type Output = Result<Result<(), E>, Payload>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let exit = self
-            .exit
-            .as_mut()
-            .expect("async-contextlib: exit polled after it finished");
-        let poll = std::panic::catch_unwind(AssertUnwindSafe(|| exit.as_mut().poll(cx)));
-        let out = match poll {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => Ok(result),
-            Err(payload) => Err(payload),
-        };
-        self.exit = None;
-        Poll::Ready(out)
-    }
-}
-
-impl<E> Unpin for Handover<E> {}
-
-impl<E> Drop for Handover<E> {
-    fn drop(&mut self) {
-        if let Some(exit) = self.exit.take() {
-            // The scope's own drop (`Scope::drop` → `driver::close`) spawns it.
-            driver::queue((self.handoff)(exit, self.name));
-        }
-    }
-}
-
-struct Shield<'a, F: Future<Output = Result<Result<(), E>, Payload>>, E> {
-    exit: Pin<&'a mut F>,
-    state: &'a mut State,
-    name: &'static str,
-    resumable: bool,
-    opener: Opener,
-}
-
-impl<F: Future<Output = Result<Result<(), E>, Payload>>, E> Future for Shield<'_, F, E> {
-    type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.exit.as_mut().poll(cx)
-    }
-}
-
-impl<F: Future<Output = Result<Result<(), E>, Payload>>, E> Unpin for Shield<'_, F, E> {}
-
-impl<F: Future<Output = Result<Result<(), E>, Payload>>, E> Drop for Shield<'_, F, E> {
-    fn drop(&mut self) {
-        if *self.state != State::Exiting {
-            return;
-        }
-        if self.resumable {
-            // The guard's `Drop` hands the manager to the driver, which
-            // resumes this exit where it stopped.
-            return;
-        }
-        *self.state = State::Done;
-        if let Some(result) = driver::block_in_place(self.exit.as_mut()) {
-            if !matches!(result, Ok(Ok(()))) {
-                stats::exit_failed();
-                crate::diag::report_exit_error(
-                    self.name,
-                    "cancelled mid-exit",
-                    &describe_exit_failure::<E>(result.err()),
-                );
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
+        let this = self.project();
+        let scope = &mut **this.scope;
+        match ready!(this.bounded.poll_bounded(cx)) {
+            Bound::Done(Ok(Ok(value))) => {
+                stats::entered();
+                scope.depth += 1;
+                this.meta.state = State::Entered;
+                if let Some(deadline) = this.deadline.take() {
+                    this.meta.has_deadline = true;
+                    this.meta.deadline_error = Some(deadline.error);
+                    this.meta.prev_active = scope.active;
+                    if scope.active.is_none_or(|a| deadline.at < a.at) {
+                        scope.active = Some(Active {
+                            at: deadline.at,
+                            owner: scope.depth,
+                        });
+                    }
+                }
+                Poll::Ready(Some(value))
             }
-            stats::exited();
-        } else {
-            stats::abandoned();
-            crate::diag::report_abandoned(
-                self.name,
-                "the scope was dropped mid-exit where the exit cannot be finished in place \
-                 (no multi-thread tokio runtime)",
+            Bound::Done(Ok(Err(error))) => {
+                let convert = this.convert.take().expect("enter finished twice");
+                let (failure, result) = convert(error);
+                scope.outcome = Outcome::Failed(failure);
+                scope.result = Some(result);
+                Poll::Ready(None)
+            }
+            Bound::Done(Err(payload)) => {
+                scope.panicked(payload, this.name);
+                Poll::Ready(None)
+            }
+            Bound::Cut(owner) => {
+                scope.cut(owner);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<R> Scope<R> {
+    fn cut(&mut self, owner: u32) {
+        self.cut = Some(owner);
+        self.outcome = Outcome::Cancelled;
+    }
+}
+
+pin_project! {
+    struct Body<'s, R, B, K> {
+        scope: &'s mut Scope<R>,
+        classify: Option<K>,
+        #[pin]
+        bounded: Bounded<B>,
+    }
+}
+
+impl<R, B, K> Future for Body<'_, R, B, K>
+where
+    B: Future<Output = R>,
+    K: FnOnce(&R) -> Outcome,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let scope = &mut **this.scope;
+        match ready!(this.bounded.poll_bounded(cx)) {
+            Bound::Done(Ok(value)) => {
+                let classify = this.classify.take().expect("body finished twice");
+                scope.outcome = classify(&value);
+                scope.result = Some(value);
+            }
+            Bound::Done(Err(payload)) => scope.panicked(payload, "the scope's block"),
+            Bound::Cut(owner) => scope.cut(owner),
+        }
+        Poll::Ready(())
+    }
+}
+
+pin_project! {
+    #[project = ExitStepProj]
+    enum ExitStep<E, X> {
+        Plain { #[pin] step: Step<X> },
+        Boxed { handover: Handover<E> },
+    }
+}
+
+pin_project! {
+    /// One exit in flight, shielded: if dropped before the exit is done, the
+    /// exit is finished — by the driver if the manager can resume it (the
+    /// guard's `Drop` hands it over), else in place, else abandoned and
+    /// counted; a boxed exit hands itself to the driver.
+    struct ExitRun<'g, E, X> {
+        meta: &'g mut Meta<E>,
+        depth: u32,
+        name: &'static str,
+        clock: Clock,
+        outcome: Outcome,
+        resumable: bool,
+        // `finish_in_place::<E, X>`, fixed where `X: Future` is known (a
+        // `Drop` impl cannot add that bound).
+        finish: fn(Pin<&mut Step<X>>, &'static str),
+        #[pin]
+        step: ExitStep<E, X>,
+    }
+
+    impl<'g, E, X> PinnedDrop for ExitRun<'g, E, X> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.meta.state != State::Exiting || *this.resumable {
+                return;
+            }
+            this.meta.state = State::Done;
+            if let ExitStepProj::Plain { step } = this.step.project() {
+                (this.finish)(step, this.name);
+            }
+        }
+    }
+}
+
+/// The rest of a plain exit whose scope was dropped mid-exit.
+#[cold]
+fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
+    step: Pin<&mut Step<X>>,
+    name: &'static str,
+) {
+    if let Some(result) = driver::block_in_place(step) {
+        if !matches!(result, Ok(Ok(()))) {
+            stats::exit_failed();
+            crate::diag::report_exit_error(
+                name,
+                "cancelled mid-exit",
+                &describe_exit_failure::<E>(result.err()),
             );
         }
+        stats::exited();
+    } else {
+        stats::abandoned();
+        crate::diag::report_abandoned(
+            name,
+            "the scope was dropped mid-exit where the exit cannot be finished in place \
+             (no multi-thread tokio runtime)",
+        );
     }
 }
 
-/// Text for an exit failure seen where the error's type is generic: a
-/// panic's message, or the error type's name.
-fn describe_exit_failure<E>(panic: Option<Payload>) -> String {
-    match panic {
-        Some(payload) => format!("panicked: {}", Panic::from_payload(&*payload).message()),
-        None => format!("an error of type `{}`", std::any::type_name::<E>()),
+/// How an exit ended (its result or panic), its depth and its manager's name.
+type Exited<E> = (Result<Result<(), E>, Payload>, u32, &'static str);
+
+impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
+    fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
+        let this = self.project();
+        let result = match this.step.project() {
+            ExitStepProj::Plain { step } => ready!(step.poll(cx)),
+            ExitStepProj::Boxed { handover } => ready!(Pin::new(handover).poll(cx)),
+        };
+        this.meta.state = State::Done;
+        stats::exited();
+        this.clock.check(this.name, this.outcome);
+        Poll::Ready((result, *this.depth, this.name))
+    }
+}
+
+pin_project! {
+    struct Exit<'s, 'g, R, E, C, X> {
+        scope: &'s mut Scope<R>,
+        convert: Option<C>,
+        #[pin]
+        run: Option<ExitRun<'g, E, X>>,
+    }
+}
+
+impl<R, E, C, X> Future for Exit<'_, '_, R, E, C, X>
+where
+    X: Future<Output = Result<(), E>>,
+    C: Fn(E) -> (Failure, R),
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(run) = this.run.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let (result, depth, name) = ready!(run.poll_exit(cx));
+        let scope = &mut **this.scope;
+        let convert = this.convert.take().expect("exit finished twice");
+        let cut_here = scope.cut == Some(depth);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let (failure, result) = convert(error);
+                // With a cut pending, reported: the scope fails with the
+                // deadline's error below.
+                scope.exit_failed(failure, result, name);
+            }
+            Err(payload) => {
+                stats::exit_failed();
+                scope.panicked(payload, name);
+            }
+        }
+        if cut_here {
+            scope.cut = None;
+            let run = this.run.as_mut().as_pin_mut().expect("checked above");
+            if let Some(error) = run.project().meta.deadline_error.take() {
+                let (failure, result) = convert(error);
+                if scope.panic.is_none() {
+                    scope.outcome = Outcome::Failed(failure);
+                    scope.result = Some(result);
+                }
+            }
+        }
+        Poll::Ready(())
     }
 }

@@ -37,7 +37,9 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Registered {
@@ -121,12 +123,20 @@ pub fn stats() -> Stats {
         let registry = registry();
         let exited = registry.retired_exited
             + LATE_EXITED.load(Relaxed)
-            + registry.live.iter().map(|l| l.exited.load(Relaxed)).sum::<u64>();
+            + registry
+                .live
+                .iter()
+                .map(|l| l.exited.load(Relaxed))
+                .sum::<u64>();
         let abandoned = ABANDONED.load(Relaxed);
         let lost_exits = LOST_EXITS.load(Relaxed);
         let entered = registry.retired_entered
             + LATE_ENTERED.load(Relaxed)
-            + registry.live.iter().map(|l| l.entered.load(Relaxed)).sum::<u64>();
+            + registry
+                .live
+                .iter()
+                .map(|l| l.entered.load(Relaxed))
+                .sum::<u64>();
         (entered, exited, abandoned, lost_exits)
     };
     Stats {

@@ -1,0 +1,224 @@
+//! One manager of a scope: the [`Guard`] that owns it, knows how far it got
+//! (idle → entered → exiting → done), and finishes its exit if the scope is
+//! dropped — detached to the driver (owned managers) or in place (borrowing
+//! ones). Exactly-once is structural: the scope's `exit` runs only for a
+//! guard in state `Entered` and moves it on; `Drop` runs an exit only for a
+//! guard still entered (or resumable mid-exit).
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+
+use futures_util::FutureExt;
+
+use crate::driver::{self, Job, JobKind};
+use crate::step::Active;
+use crate::{AsyncContextManager, Outcome, OwnedManager, Panic, stats};
+
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
+/// How a guard finishes its manager's exit when the scope is dropped.
+/// Chosen at the `with_scope!` call site (see `dispatch`), where the
+/// manager's type is concrete.
+pub trait Detach<M: AsyncContextManager> {
+    /// Whether `job` returns a job (owned manager with a `Send` exit).
+    const DETACHABLE: bool;
+    /// Turns the manager into a detached job running its exit, or gives it back.
+    fn job(&self, manager: M) -> Result<Job, M>;
+    /// The manager's exit as a boxed `'static` future (that can be handed to
+    /// the driver mid-exit), or the manager back.
+    /// With the function that turns it into a job if it is dropped unfinished.
+    fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M>;
+}
+
+/// An owned manager's exit, boxed so that it can outlive its scope.
+pub(crate) type BoxedExit<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
+
+/// A boxed exit and what hands it over.
+pub(crate) type Boxed<E> = (BoxedExit<E>, Handoff<E>);
+
+/// Turns the rest of a boxed exit into a detached job.
+pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
+
+fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
+    Job::new(name, JobKind::Exit, exit)
+}
+
+/// Finish the exit in place (borrowing managers, or exits that are not `Send`).
+#[derive(Clone, Copy, Debug)]
+pub struct InPlace;
+
+impl<M: AsyncContextManager> Detach<M> for InPlace {
+    const DETACHABLE: bool = false;
+    fn job(&self, manager: M) -> Result<Job, M> {
+        Err(manager)
+    }
+    fn boxed_exit(&self, manager: M, _: Outcome) -> Result<Boxed<M::Error>, M> {
+        Err(manager)
+    }
+}
+
+/// Hand the exit to the driver: `G` is `exit_task::<M>`, whose future the
+/// call site proved `Send + 'static`.
+#[derive(Clone, Copy, Debug)]
+pub struct Detachable<G>(pub(crate) G);
+
+impl<M, G, F> Detach<M> for Detachable<G>
+where
+    M: OwnedManager,
+    G: Fn(M, Outcome) -> F,
+    F: Future<Output = Result<(), M::Error>> + Send + 'static,
+{
+    const DETACHABLE: bool = true;
+    fn job(&self, manager: M) -> Result<Job, M> {
+        let name = manager.name();
+        Ok(Job::new(
+            name,
+            JobKind::Exit,
+            (self.0)(manager, Outcome::Cancelled),
+        ))
+    }
+    fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M> {
+        // `M: 'static`, so `M::Error: 'static`.
+        Ok((Box::pin((self.0)(manager, outcome)), handoff::<M::Error>))
+    }
+}
+
+/// The exit of `manager`, as an owned future (the detached form of an exit).
+pub async fn exit_task<M: AsyncContextManager>(
+    mut manager: M,
+    outcome: Outcome,
+) -> Result<(), M::Error> {
+    manager.exit(outcome).await
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Idle,
+    Entered,
+    /// Exit started; its future was dropped before it finished and the
+    /// manager can resume it (generated managers), so `Drop` detaches it.
+    Exiting,
+    Done,
+}
+
+/// Owns one manager of a scope and runs its exit on cancellation.
+#[allow(
+    missing_debug_implementations,
+    reason = "hidden; generic over managers that need not be Debug"
+)]
+pub struct Guard<M: AsyncContextManager, D: Detach<M>> {
+    pub(crate) manager: Option<M>,
+    pub(crate) meta: Meta<M::Error>,
+    detach: D,
+}
+
+pub(crate) struct Meta<E> {
+    pub(crate) state: State,
+    /// The error a deadline of this manager fails the scope with.
+    pub(crate) deadline_error: Option<E>,
+    /// The scope's active deadline before this manager's was pushed.
+    pub(crate) prev_active: Option<Active>,
+    pub(crate) has_deadline: bool,
+}
+
+impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
+    /// Takes ownership of a manager that is not entered yet.
+    #[inline]
+    pub fn new(manager: M, detach: D) -> Self {
+        Guard {
+            manager: Some(manager),
+            meta: Meta {
+                state: State::Idle,
+                deadline_error: None,
+                prev_active: None,
+                has_deadline: false,
+            },
+            detach,
+        }
+    }
+
+    /// Moves the manager into its boxed exit (see `Scope::exit`), if `D`
+    /// can detach it.
+    pub(crate) fn boxed_exit(&mut self, outcome: Outcome) -> Option<(Boxed<M::Error>, &'static str)>
+    where
+        D: Detach<M>,
+    {
+        let manager = self.manager.take()?;
+        let name = manager.name();
+        match self.detach.boxed_exit(manager, outcome) {
+            Ok(boxed) => Some((boxed, name)),
+            Err(manager) => {
+                self.manager = Some(manager);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn parts(&mut self) -> (&mut M, &mut Meta<M::Error>) {
+        // The manager is only taken out in `drop`.
+        let manager = self
+            .manager
+            .as_mut()
+            .expect("async-contextlib: guard used after drop");
+        (manager, &mut self.meta)
+    }
+}
+
+impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
+    fn drop(&mut self) {
+        let resumable = M::__RESUMABLE_EXIT && D::DETACHABLE;
+        match self.meta.state {
+            State::Entered => {}
+            State::Exiting if resumable => {}
+            _ => return,
+        }
+        self.meta.state = State::Done;
+        let Some(manager) = self.manager.take() else {
+            return;
+        };
+        match self.detach.job(manager) {
+            Ok(job) => driver::queue(job),
+            Err(manager) => finish_in_place(manager),
+        }
+    }
+}
+
+/// The exit of a cancelled borrowing manager: before the drop returns, or
+/// abandoned and counted.
+#[cold]
+fn finish_in_place<M: AsyncContextManager>(manager: M) {
+    let name = manager.name();
+    let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
+    match driver::block_in_place(work) {
+        Some(result) => {
+            if !matches!(result, Ok(Ok(()))) {
+                stats::exit_failed();
+                crate::diag::report_exit_error(
+                    name,
+                    "cancelled",
+                    &describe_exit_failure::<M::Error>(result.err()),
+                );
+            }
+            stats::exited();
+        }
+        None => {
+            stats::abandoned();
+            crate::diag::report_abandoned(
+                name,
+                "a borrowing manager's exit can only be finished in place on a multi-thread \
+                 tokio runtime; implement OwnedManager for owned managers",
+            );
+        }
+    }
+}
+
+/// Text for an exit failure seen where the error's type is generic: a
+/// panic's message, or the error type's name.
+pub(crate) fn describe_exit_failure<E>(panic: Option<Payload>) -> String {
+    match panic {
+        Some(payload) => format!("panicked: {}", Panic::from_payload(&*payload).message()),
+        None => format!("an error of type `{}`", std::any::type_name::<E>()),
+    }
+}

@@ -1,0 +1,212 @@
+//! The futures a scope awaits, written by hand rather than as `async fn`s:
+//! an `async fn` generic over the manager that holds the manager's `enter`
+//! future across an await makes the caller's future `!Send` for any manager
+//! whose type names a lifetime ("implementation of `AsyncContextManager` is
+//! not general enough", rust-lang/rust#110338). Plain structs have plain,
+//! structural auto traits.
+//!
+//! * [`Step`] polls one piece of user code (an enter, the block, an exit):
+//!   it catches panics, enters the `tracing` span, and — if dropped before
+//!   the code finishes — marks the driver's cascade open *before* the code
+//!   is dropped, so that scopes nested in it queue their exits behind ours.
+//! * [`Bounded`] runs a `Step` under the scope's active deadline, if any,
+//!   and when the deadline fires drops it and runs the exits it queued.
+//! * [`Handover`] runs a boxed exit and, dropped early, hands the rest of it
+//!   to the driver.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::driver;
+use crate::guard::{BoxedExit, Handoff, Payload};
+
+pin_project! {
+    /// One piece of user code, polled with panics caught and its span entered.
+    pub(crate) struct Step<F> {
+        #[pin]
+        fut: F,
+        span: tracing::Span,
+        // The scope's address, for the driver's cascade.
+        addr: usize,
+        done: bool,
+    }
+
+    impl<F> PinnedDrop for Step<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Runs before `fut` is dropped (fields drop after this).
+            if !this.done {
+                driver::open(this.addr);
+            }
+        }
+    }
+}
+
+impl<F> Step<F> {
+    #[inline]
+    pub(crate) fn new(fut: F, span: tracing::Span, addr: usize) -> Self {
+        Step {
+            fut,
+            span,
+            addr,
+            done: false,
+        }
+    }
+
+    /// Drops the code without opening the cascade (the caller has).
+    fn disarm(self: Pin<&mut Self>) {
+        *self.project().done = true;
+    }
+}
+
+impl<F: Future> Future for Step<F> {
+    type Output = Result<F::Output, Payload>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _span = this.span.enter();
+        let fut = this.fut;
+        let out = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => Ok(out),
+            Err(payload) => Err(payload),
+        };
+        *this.done = true;
+        Poll::Ready(out)
+    }
+}
+
+/// How a bounded step ended.
+pub(crate) enum Bound<T> {
+    /// It finished: its output, or its panic.
+    Done(Result<T, Payload>),
+    /// The deadline owned by the manager at this depth cut it.
+    Cut(u32),
+}
+
+/// The deadline a bounded step runs under, and who set it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Active {
+    pub(crate) at: Instant,
+    pub(crate) owner: u32,
+}
+
+pin_project! {
+    /// A [`Step`] under the scope's active deadline (if any).
+    pub(crate) struct Bounded<F> {
+        #[pin]
+        step: Option<Step<F>>,
+        // Boxed: only scopes with a deadline pay for a timer.
+        deadline: Option<(Pin<Box<Sleep>>, u32)>,
+        // The exits the cut step queued, running inline.
+        cut: Option<(Pin<Box<dyn Future<Output = ()> + Send>>, u32)>,
+    }
+}
+
+impl<F: Future> Bounded<F> {
+    #[inline]
+    pub(crate) fn new(step: Step<F>, active: Option<Active>) -> Self {
+        Bounded {
+            step: Some(step),
+            deadline: active.map(|a| (Box::pin(tokio::time::sleep_until(a.at)), a.owner)),
+            cut: None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn poll_bounded(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Bound<F::Output>> {
+        let mut this = self.project();
+        if let Some((jobs, owner)) = this.cut.as_mut() {
+            ready!(jobs.as_mut().poll(cx));
+            return Poll::Ready(Bound::Cut(*owner));
+        }
+        let mut step = this
+            .step
+            .as_mut()
+            .as_pin_mut()
+            .expect("async-contextlib: scope step polled after it finished");
+        // The code first: one that finishes as the deadline fires is untouched.
+        if let Poll::Ready(out) = step.as_mut().poll(cx) {
+            return Poll::Ready(Bound::Done(out));
+        }
+        let Some((sleep, owner)) = this.deadline.as_mut() else {
+            return Poll::Pending;
+        };
+        ready!(sleep.as_mut().poll(cx));
+        // Cut: drop the code (its inner scopes queue their exits on the
+        // cascade) and finish those exits here, innermost first, before the
+        // managers of this scope exit. If this scope is itself dropped
+        // meanwhile, `run_inline` hands the rest to the driver.
+        let owner = *owner;
+        let addr = step.addr;
+        step.disarm();
+        let jobs = driver::drop_in_cascade(addr, || this.step.set(None));
+        *this.cut = Some((Box::pin(driver::run_inline(jobs)), owner));
+        let (jobs, owner) = this.cut.as_mut().expect("just set");
+        ready!(jobs.as_mut().poll(cx));
+        Poll::Ready(Bound::Cut(*owner))
+    }
+}
+
+/// A boxed owned exit (see `Scope::exit`): dropped before it finishes, it
+/// hands the rest of the exit to the driver.
+pub(crate) struct Handover<E> {
+    exit: Option<BoxedExit<E>>,
+    handoff: Handoff<E>,
+    name: &'static str,
+    span: tracing::Span,
+}
+
+impl<E> Handover<E> {
+    pub(crate) fn new(
+        exit: BoxedExit<E>,
+        handoff: Handoff<E>,
+        name: &'static str,
+        span: tracing::Span,
+    ) -> Self {
+        Handover {
+            exit: Some(exit),
+            handoff,
+            name,
+            span,
+        }
+    }
+}
+
+impl<E> Future for Handover<E> {
+    type Output = Result<Result<(), E>, Payload>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let _span = this.span.enter();
+        let exit = this
+            .exit
+            .as_mut()
+            .expect("async-contextlib: exit polled after it finished");
+        let out = match catch_unwind(AssertUnwindSafe(|| exit.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Ok(result),
+            Err(payload) => Err(payload),
+        };
+        this.exit = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<E> Unpin for Handover<E> {}
+
+impl<E> Drop for Handover<E> {
+    fn drop(&mut self) {
+        if let Some(exit) = self.exit.take() {
+            driver::queue((self.handoff)(exit, self.name));
+        }
+    }
+}
