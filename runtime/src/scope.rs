@@ -89,6 +89,7 @@ impl<R> Scope<R> {
 
     /// Enters the guard's manager. `None`: it failed or panicked (recorded
     /// for the exits of the managers before it) or a deadline cut it.
+    #[inline]
     pub fn enter<'s, 'g, M, D, C>(
         &'s mut self,
         guard: &'g mut Guard<M, D>,
@@ -104,7 +105,7 @@ impl<R> Scope<R> {
         let (manager, meta) = guard.parts();
         let deadline = manager.deadline();
         let name = manager.name();
-        let span = tracing::debug_span!("enter", manager = name);
+        let span = crate::diag::span!("enter", manager = name);
         Enter {
             scope: self,
             meta,
@@ -116,6 +117,7 @@ impl<R> Scope<R> {
     }
 
     /// Runs the scope's block; `classify` reads its value as an [`Outcome`].
+    #[inline]
     pub fn body<'s, B, K>(
         &'s mut self,
         body: B,
@@ -130,11 +132,12 @@ impl<R> Scope<R> {
         Body {
             scope: self,
             classify: Some(classify),
-            bounded: Bounded::new(Step::new(body, tracing::Span::none(), addr), active),
+            bounded: Bounded::new(Step::new(body, None, addr), active),
         }
     }
 
     /// Exits the guard's manager if it was entered, with the outcome so far.
+    #[inline]
     pub fn exit<'s, 'g, M, D, C>(
         &'s mut self,
         guard: &'g mut Guard<M, D>,
@@ -159,6 +162,7 @@ impl<R> Scope<R> {
 
     /// Everything an exit needs before it runs: its outcome, its depth, and
     /// the exit future itself.
+    #[inline]
     fn start_exit<'g, M, D>(
         &mut self,
         guard: &'g mut Guard<M, D>,
@@ -189,7 +193,7 @@ impl<R> Scope<R> {
         let addr = self.addr();
         match boxed {
             Some(((exit, handoff), name)) => {
-                let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
+                let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
                 guard.meta.state = State::Done;
                 ExitRun {
                     meta: &mut guard.meta,
@@ -207,7 +211,7 @@ impl<R> Scope<R> {
             None => {
                 let (manager, meta) = guard.parts();
                 let name = manager.name();
-                let span = tracing::debug_span!("exit", manager = name, outcome = outcome.label());
+                let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
                 meta.state = State::Exiting;
                 let exit = manager.exit(outcome.clone());
                 ExitRun {
@@ -285,6 +289,7 @@ where
 {
     type Output = Option<V>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
         let this = self.project();
         let scope = &mut **this.scope;
@@ -348,6 +353,7 @@ where
 {
     type Output = ();
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let scope = &mut **this.scope;
@@ -435,6 +441,7 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
 type Exited<E> = (Result<Result<(), E>, Payload>, u32, &'static str);
 
 impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
+    #[inline]
     fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
         let this = self.project();
         let result = match this.step.project() {
@@ -464,6 +471,7 @@ where
 {
     type Output = ();
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         let Some(run) = this.run.as_mut().as_pin_mut() else {

@@ -22,6 +22,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::diag::MaybeSpan;
 use crate::driver;
 use crate::guard::{BoxedExit, Handoff, Payload};
 
@@ -30,7 +31,7 @@ pin_project! {
     pub(crate) struct Step<F> {
         #[pin]
         fut: F,
-        span: tracing::Span,
+        span: MaybeSpan,
         // The scope's address, for the driver's cascade.
         addr: usize,
         done: bool,
@@ -48,7 +49,7 @@ pin_project! {
 
 impl<F> Step<F> {
     #[inline]
-    pub(crate) fn new(fut: F, span: tracing::Span, addr: usize) -> Self {
+    pub(crate) fn new(fut: F, span: MaybeSpan, addr: usize) -> Self {
         Step {
             fut,
             span,
@@ -69,7 +70,7 @@ impl<F: Future> Future for Step<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _span = this.span.enter();
+        let _span = this.span.as_ref().map(|s| s.enter());
         let fut = this.fut;
         let out = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
@@ -101,10 +102,19 @@ pin_project! {
     pub(crate) struct Bounded<F> {
         #[pin]
         step: Option<Step<F>>,
-        // Boxed: only scopes with a deadline pay for a timer.
-        deadline: Option<(Pin<Box<Sleep>>, u32)>,
-        // The exits the cut step queued, running inline.
-        cut: Option<(Pin<Box<dyn Future<Output = ()> + Send>>, u32)>,
+        // Boxed: only scopes with a deadline pay for it.
+        deadline: Option<Pin<Box<Deadline>>>,
+    }
+}
+
+pin_project! {
+    /// The timer of a bounded step, and — once it fired — the exits the cut
+    /// step queued, running inline.
+    struct Deadline {
+        #[pin]
+        sleep: Sleep,
+        owner: u32,
+        cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     }
 }
 
@@ -113,8 +123,13 @@ impl<F: Future> Bounded<F> {
     pub(crate) fn new(step: Step<F>, active: Option<Active>) -> Self {
         Bounded {
             step: Some(step),
-            deadline: active.map(|a| (Box::pin(tokio::time::sleep_until(a.at)), a.owner)),
-            cut: None,
+            deadline: active.map(|a| {
+                Box::pin(Deadline {
+                    sleep: tokio::time::sleep_until(a.at),
+                    owner: a.owner,
+                    cut: None,
+                })
+            }),
         }
     }
 
@@ -124,9 +139,13 @@ impl<F: Future> Bounded<F> {
         cx: &mut Context<'_>,
     ) -> Poll<Bound<F::Output>> {
         let mut this = self.project();
-        if let Some((jobs, owner)) = this.cut.as_mut() {
-            ready!(jobs.as_mut().poll(cx));
-            return Poll::Ready(Bound::Cut(*owner));
+        if let Some(deadline) = this.deadline.as_mut() {
+            let deadline = deadline.as_mut().project();
+            let (owner, cut) = (deadline.owner, deadline.cut);
+            if let Some(jobs) = cut.as_mut() {
+                ready!(jobs.as_mut().poll(cx));
+                return Poll::Ready(Bound::Cut(*owner));
+            }
         }
         let mut step = this
             .step
@@ -137,20 +156,20 @@ impl<F: Future> Bounded<F> {
         if let Poll::Ready(out) = step.as_mut().poll(cx) {
             return Poll::Ready(Bound::Done(out));
         }
-        let Some((sleep, owner)) = this.deadline.as_mut() else {
+        let Some(deadline) = this.deadline.as_mut() else {
             return Poll::Pending;
         };
-        ready!(sleep.as_mut().poll(cx));
+        let deadline = deadline.as_mut().project();
+        let (owner, cut) = (deadline.owner, deadline.cut);
+        ready!(deadline.sleep.poll(cx));
         // Cut: drop the code (its inner scopes queue their exits on the
         // cascade) and finish those exits here, innermost first, before the
         // managers of this scope exit. If this scope is itself dropped
         // meanwhile, `run_inline` hands the rest to the driver.
-        let owner = *owner;
         let addr = step.addr;
         step.disarm();
         let jobs = driver::drop_in_cascade(addr, || this.step.set(None));
-        *this.cut = Some((Box::pin(driver::run_inline(jobs)), owner));
-        let (jobs, owner) = this.cut.as_mut().expect("just set");
+        let jobs = cut.insert(Box::pin(driver::run_inline(jobs)));
         ready!(jobs.as_mut().poll(cx));
         Poll::Ready(Bound::Cut(*owner))
     }
@@ -162,7 +181,7 @@ pub(crate) struct Handover<E> {
     exit: Option<BoxedExit<E>>,
     handoff: Handoff<E>,
     name: &'static str,
-    span: tracing::Span,
+    span: MaybeSpan,
 }
 
 impl<E> Handover<E> {
@@ -170,7 +189,7 @@ impl<E> Handover<E> {
         exit: BoxedExit<E>,
         handoff: Handoff<E>,
         name: &'static str,
-        span: tracing::Span,
+        span: MaybeSpan,
     ) -> Self {
         Handover {
             exit: Some(exit),
@@ -186,7 +205,7 @@ impl<E> Future for Handover<E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let _span = this.span.enter();
+        let _span = this.span.as_ref().map(|s| s.enter());
         let exit = this
             .exit
             .as_mut()
