@@ -1,3 +1,8 @@
+//! A scope over managers whose types borrow (hand-written `B<'a>`, or a
+//! generated fn taking a reference) is `Send`, so it can run inside
+//! `tokio::spawn` — regression for the runners once being generic `async
+//! fn`s, which made such scopes `!Send` (rust-lang/rust#110338).
+
 use async_contextlib::{AsyncContextManager, Outcome, async_context_manager, with_scope, yield_};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
