@@ -186,3 +186,27 @@ fn infallible_manager_accepts_an_io_result_block() {
         block_on(async { with_scope!(lend_ref(1) as _s => { Ok(3) }) });
     assert_eq!(v.unwrap(), 3);
 }
+
+#[test]
+fn scope_dropped_mid_body_drops_the_lent_frame_once() {
+    let drops = AtomicUsize::new(0);
+    let abandoned = async_contextlib::stats().abandoned;
+    {
+        let scope = async {
+            let r: Result<(), String> = with_scope!(tracked(&drops) as t => {
+                t.1.push(1);
+                suspend().await; // the scope is dropped here
+                Ok(())
+            });
+            r
+        };
+        let mut scope = std::pin::pin!(scope);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(scope.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+    }
+    // No runtime to finish a borrowing manager's exit: abandoned, counted,
+    // and its frame (with the lent local) dropped exactly once.
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(async_contextlib::stats().abandoned, abandoned + 1);
+}
