@@ -53,3 +53,19 @@ async fn borrowing_generated_in_spawn() {
     assert_send(&f);
     assert_eq!(tokio::spawn(f).await.unwrap(), 1);
 }
+
+#[async_context_manager]
+async fn gen_static_str(name: &'static str) -> &'static str {
+    let _ = yield_!(name);
+}
+
+#[tokio::test]
+async fn generated_manager_yielding_static_str_in_spawn() {
+    let f = async {
+        let a = with_scope!(gen_static_str("a") as s => { s });
+        let b = with_scope!(gen_static_str("b") as s => { s });
+        format!("{a}{b}")
+    };
+    assert_send(&f);
+    assert_eq!(tokio::spawn(f).await.unwrap(), "ab");
+}

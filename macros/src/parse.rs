@@ -122,13 +122,18 @@ fn read_value(ty: &Type) -> syn::Result<Mode> {
     match ty {
         Type::Paren(p) => read_value(&p.elem),
         Type::Group(g) => read_value(&g.elem),
+        // `&'static T` borrows nothing from the fn's frame: yielded by value.
+        Type::Reference(r) if r.lifetime.as_ref().is_some_and(|l| l.ident == "static") => {
+            Ok(Mode::ByValue(ty.clone()))
+        }
         Type::Reference(r) => {
             if let Some(lifetime) = &r.lifetime {
                 if lifetime.ident != "_" {
                     bail!(
                         lifetime,
                         "#[async_context_manager]: the lent reference lives as long as the scope's \
-                         body; write `&mut T` / `&T` without a lifetime"
+                         body; write `&mut T` / `&T` without a lifetime (or `&'static T` to yield \
+                         a static reference by value)"
                     );
                 }
             }

@@ -50,6 +50,11 @@ use crate::Outcome;
 /// # });
 /// ```
 ///
+/// Write impls generic over the type's lifetimes (`impl<'a> ... for
+/// Pool<'a>`), not for one lifetime (`impl ... for W<&'static str>`): for the
+/// latter rustc cannot prove a scope's future `Send`
+/// (rust-lang/rust#110338).
+///
 /// # Cancellation
 ///
 /// When the future holding a scope is dropped mid-body, `exit` still runs

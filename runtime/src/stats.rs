@@ -42,6 +42,14 @@ fn registry() -> MutexGuard<'static, Registry> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Registry {
+    /// One counter summed over live threads, ended threads, and bumps made
+    /// during thread teardown.
+    fn total(&self, retired: u64, late: &AtomicU64, pick: fn(&Local) -> &AtomicU64) -> u64 {
+        retired + late.load(Relaxed) + self.live.iter().map(|l| pick(l).load(Relaxed)).sum::<u64>()
+    }
+}
+
 impl Registered {
     fn new() -> Registered {
         let local = Arc::new(Local::default());
@@ -121,22 +129,10 @@ pub fn stats() -> Stats {
     // `active` too high for a moment but never underflow it.
     let (entered, exited, abandoned, lost_exits) = {
         let registry = registry();
-        let exited = registry.retired_exited
-            + LATE_EXITED.load(Relaxed)
-            + registry
-                .live
-                .iter()
-                .map(|l| l.exited.load(Relaxed))
-                .sum::<u64>();
+        let exited = registry.total(registry.retired_exited, &LATE_EXITED, |l| &l.exited);
         let abandoned = ABANDONED.load(Relaxed);
         let lost_exits = LOST_EXITS.load(Relaxed);
-        let entered = registry.retired_entered
-            + LATE_ENTERED.load(Relaxed)
-            + registry
-                .live
-                .iter()
-                .map(|l| l.entered.load(Relaxed))
-                .sum::<u64>();
+        let entered = registry.total(registry.retired_entered, &LATE_ENTERED, |l| &l.entered);
         (entered, exited, abandoned, lost_exits)
     };
     Stats {
