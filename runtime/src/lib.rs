@@ -37,7 +37,7 @@ pub use manager::{AsyncContextManager, Deadline, OwnedManager};
 pub use outcome::{Failure, Outcome, Panic};
 pub use shield::{Shield, shield};
 pub use stats::{Stats, stats};
-pub use timeout::{Elapsed, Timeout, deadline, timeout};
+pub use timeout::{Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout};
 
 /// The types `#[async_context_manager]` fns return.
 ///

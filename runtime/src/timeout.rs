@@ -135,3 +135,151 @@ impl From<Infallible> for Elapsed {
         match never {}
     }
 }
+
+/// Bounds a manager's *enter* — a slow acquisition (a pool under load, a
+/// lock) — to `limit`: past it, the enter is dropped (it never finished, so
+/// no exit runs) and fails with [`EnterError::TimedOut`]. The rest of the
+/// scope is not bounded; combine with [`timeout`] for that.
+///
+/// ```
+/// use std::time::Duration;
+/// use async_contextlib::{enter_timeout, nullcontext, with_scope, EnterError};
+/// use std::convert::Infallible;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let n: Result<u32, EnterError<Infallible>> =
+///     with_scope!(enter_timeout(nullcontext(7), Duration::from_secs(1)) as n => { Ok(n) });
+/// assert_eq!(n.unwrap(), 7);
+/// # }
+/// ```
+pub fn enter_timeout<M: AsyncContextManager>(manager: M, limit: Duration) -> EnterTimeout<M> {
+    EnterTimeout { manager, limit }
+}
+
+/// The manager returned by [`enter_timeout`].
+#[derive(Debug)]
+pub struct EnterTimeout<M> {
+    manager: M,
+    limit: Duration,
+}
+
+/// The error of a manager wrapped by [`enter_timeout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnterError<E> {
+    /// The enter did not finish within the limit.
+    TimedOut(Elapsed),
+    /// The manager itself failed (in its enter or its exit).
+    Manager(E),
+}
+
+impl<E: fmt::Display> fmt::Display for EnterError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnterError::TimedOut(elapsed) => match elapsed.limit {
+                Some(limit) => write!(f, "enter timed out after {limit:?}"),
+                None => f.write_str("enter timed out"),
+            },
+            EnterError::Manager(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for EnterError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EnterError::TimedOut(elapsed) => Some(elapsed),
+            EnterError::Manager(e) => Some(e),
+        }
+    }
+}
+
+impl<M: AsyncContextManager> AsyncContextManager for EnterTimeout<M> {
+    type Value<'a>
+        = M::Value<'a>
+    where
+        Self: 'a;
+    type Error = EnterError<M::Error>;
+
+    fn enter(&mut self) -> impl std::future::Future<Output = Result<Self::Value<'_>, Self::Error>> {
+        let limit = self.limit;
+        MapEnter {
+            inner: tokio::time::timeout(limit, self.manager.enter()),
+            limit,
+        }
+    }
+
+    fn exit(
+        &mut self,
+        outcome: Outcome,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> {
+        MapErr {
+            inner: self.manager.exit(outcome),
+        }
+    }
+
+    fn deadline(&mut self) -> Option<Deadline<Self::Error>> {
+        self.manager.deadline().map(|d| Deadline {
+            at: d.at,
+            error: EnterError::Manager(d.error),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        self.manager.name()
+    }
+
+    const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
+}
+
+impl<M: OwnedManager> OwnedManager for EnterTimeout<M> {}
+
+// Hand-written futures rather than `async` blocks: see `step.rs` on why a
+// generic `async` block holding a manager's future makes scopes `!Send`.
+pin_project_lite::pin_project! {
+    struct MapEnter<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<F: std::future::Future<Output = Result<V, E>>, V, E> std::future::Future for MapEnter<F> {
+    type Output = Result<V, EnterError<E>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let limit = *this.limit;
+        this.inner.poll(cx).map(|r| match r {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(EnterError::Manager(e)),
+            Err(_) => Err(EnterError::TimedOut(Elapsed {
+                limit: Some(limit),
+                deadline: Instant::now(),
+            })),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct MapErr<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: std::future::Future<Output = Result<(), E>>, E> std::future::Future for MapErr<F> {
+    type Output = Result<(), EnterError<E>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|r| r.map_err(EnterError::Manager))
+    }
+}
