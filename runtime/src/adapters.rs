@@ -1,6 +1,7 @@
 //! Small managers from Python's `contextlib`.
 
 use std::convert::Infallible;
+use std::future::Future;
 
 use crate::{AsyncContextManager, Outcome, OwnedManager};
 
@@ -50,3 +51,173 @@ impl<T> AsyncContextManager for NullContext<T> {
 }
 
 impl<T: 'static> OwnedManager for NullContext<T> {}
+
+/// A value with an async close: what [`closing`] manages.
+pub trait AsyncClose {
+    /// What closing may fail with.
+    type Error;
+    /// Releases the value's resources.
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// Closes `value` when the scope ends, however it ends (Python's
+/// `contextlib.aclosing`): the block borrows it as `&mut T`.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use async_contextlib::{AsyncClose, closing, with_scope};
+///
+/// struct Conn { open: bool }
+/// impl AsyncClose for Conn {
+///     type Error = Infallible;
+///     async fn close(&mut self) -> Result<(), Infallible> {
+///         self.open = false;
+///         Ok(())
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let was_open = with_scope!(closing(Conn { open: true }) as c => { c.open });
+/// assert!(was_open);
+/// # });
+/// ```
+#[must_use]
+pub fn closing<T: AsyncClose>(value: T) -> Closing<T> {
+    Closing { value }
+}
+
+/// The manager returned by [`closing`].
+#[derive(Debug)]
+pub struct Closing<T> {
+    value: T,
+}
+
+impl<T> Closing<T> {
+    /// The value, once the scope is over.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T: AsyncClose> AsyncContextManager for Closing<T> {
+    type Value<'a>
+        = &'a mut T
+    where
+        T: 'a;
+    type Error = T::Error;
+
+    async fn enter(&mut self) -> Result<&mut T, T::Error> {
+        Ok(&mut self.value)
+    }
+
+    fn exit(&mut self, _outcome: Outcome) -> impl Future<Output = Result<(), T::Error>> {
+        self.value.close()
+    }
+
+    fn name(&self) -> &'static str {
+        "async_contextlib::closing"
+    }
+}
+
+impl<T: AsyncClose + 'static> OwnedManager for Closing<T> {}
+
+/// Turns a blocking enter/exit pair into a manager whose blocking work runs
+/// on tokio's blocking threads (`spawn_blocking`), off the async workers:
+/// for a file lock, a synchronous database driver, a C library.
+///
+/// `enter` produces the resource; the block borrows it as `&mut T`; `exit`
+/// gets it back with the block's [`Outcome`]. A panic in either resumes in
+/// the scope. Needs a tokio runtime.
+///
+/// ```
+/// use async_contextlib::{from_sync, with_scope, Outcome};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = from_sync(
+///     || Ok::<_, std::io::Error>(Vec::<u8>::new()),           // e.g. open and lock a file
+///     |buf: Vec<u8>, outcome: Outcome| {                       // e.g. flush and unlock it
+///         assert!(outcome.is_success());
+///         assert_eq!(buf, b"hi");
+///         Ok(())
+///     },
+/// );
+/// let r: Result<(), std::io::Error> = with_scope!(manager as buf => {
+///     buf.extend_from_slice(b"hi");
+///     Ok(())
+/// });
+/// r.unwrap();
+/// # }
+/// ```
+pub fn from_sync<T, E, En, Ex>(enter: En, exit: Ex) -> FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    FromSync {
+        enter: Some(enter),
+        exit: Some(exit),
+        value: None,
+    }
+}
+
+/// The manager returned by [`from_sync`].
+#[derive(Debug)]
+pub struct FromSync<T, En, Ex> {
+    enter: Option<En>,
+    exit: Option<Ex>,
+    value: Option<T>,
+}
+
+/// Runs blocking work off the async threads; a panic in it resumes here.
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("async-contextlib: blocking work was cancelled: {e}"),
+    }
+}
+
+impl<T, E, En, Ex> AsyncContextManager for FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    type Value<'a>
+        = &'a mut T
+    where
+        Self: 'a;
+    type Error = E;
+
+    async fn enter(&mut self) -> Result<&mut T, E> {
+        let enter = self
+            .enter
+            .take()
+            .expect("async-contextlib: from_sync manager entered twice; a manager is single-use");
+        let value = blocking(enter).await?;
+        Ok(self.value.insert(value))
+    }
+
+    async fn exit(&mut self, outcome: Outcome) -> Result<(), E> {
+        let (Some(exit), Some(value)) = (self.exit.take(), self.value.take()) else {
+            return Ok(());
+        };
+        blocking(move || exit(value, outcome)).await
+    }
+
+    fn name(&self) -> &'static str {
+        "async_contextlib::from_sync"
+    }
+}
+
+impl<T, E, En, Ex> OwnedManager for FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+}

@@ -28,9 +28,10 @@ mod scope;
 mod shield;
 mod stats;
 mod step;
+pub mod testing;
 mod timeout;
 
-pub use adapters::{NullContext, nullcontext};
+pub use adapters::{AsyncClose, Closing, FromSync, NullContext, closing, from_sync, nullcontext};
 pub use diag::{set_slow_exit_limit, slow_exit_limit};
 pub use driver::{StillPending, drain, drain_timeout};
 pub use manager::{AsyncContextManager, Deadline, OwnedManager};
