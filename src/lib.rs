@@ -49,8 +49,12 @@
 //!   every entered manager still exits, once, with [`Outcome::Cancelled`] —
 //!   owned managers on the exit driver after the drop, borrowing ones before
 //!   the drop returns. [`drain`] waits for them; [`stats`] counts them.
-//! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`), [`shield`],
-//!   [`nullcontext`].
+//! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`),
+//!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
+//!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
+//!   and [`testing::Recorder`], a manager double for your own tests.
+//!
+//! Python's `AsyncExitStack` is not here yet.
 //!
 //! # What the attribute generates
 //!
@@ -130,6 +134,10 @@ pub use async_contextlib_runtime::*;
 /// * **Cancellation.** If the future running the scope is dropped, every
 ///   entered manager exits once with [`Outcome::Cancelled`], innermost
 ///   first (see [`AsyncContextManager`] and [`OwnedManager`]).
+/// * **Types.** The block is an `async` block: as with `?` in any async
+///   block, its error type must be known inside it. Write
+///   `Ok::<_, AppError>(..)` when nothing else in the block fixes it (an
+///   annotation on the variable the scope is assigned to comes too late).
 /// * **Ownership.** The block owns the bindings it names (they are moved
 ///   into it), so a scope lending `&mut T` is `Send` when `T: Send`, even
 ///   for `!Sync` types. Bindings the block does not name stay outside it,
