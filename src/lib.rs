@@ -104,6 +104,7 @@
     unreachable_pub
 )]
 #![doc(test(no_crate_inject, attr(deny(warnings))))]
+#![warn(clippy::pedantic)]
 
 pub use async_contextlib_macros::async_context_manager;
 pub use async_contextlib_runtime::*;

@@ -12,6 +12,10 @@ use crate::valid;
 use crate::yields::YieldRewriter;
 
 /// The attribute's entry: parse → validate → expand.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the proc-macro entry's signature: it owns its input"
+)]
 pub(crate) fn async_context_manager(
     args: TokenStream,
     item: TokenStream,
@@ -22,10 +26,11 @@ pub(crate) fn async_context_manager(
         Ok(args) => (args, None),
         Err(error) => (Args { krate: None }, Some(error)),
     };
-    let item = parse::item_fn(item).map_err(|e| combine(errors.take(), e))?;
-    let krate = match &args.krate {
-        Some((path, _)) => quote!(#path),
-        None => quote!(::async_contextlib),
+    let item = parse::item_fn(&item).map_err(|e| combine(errors.take(), e))?;
+    let krate = if let Some((path, _)) = &args.krate {
+        quote!(#path)
+    } else {
+        quote!(::async_contextlib)
     };
     if let Err(error) = valid::asyncness(&item) {
         return Ok(with_stub_body(combine(errors, error), &item));
@@ -156,9 +161,10 @@ fn expand(
         Mode::LendMut(t) => quote!(#krate::generated::LendMut<#t>),
         Mode::LendRef(t) => quote!(#krate::generated::LendRef<#t>),
     };
-    let output = match &manager.error {
-        Some(e) => quote!(::core::result::Result<(), #e>),
-        None => quote!(()),
+    let output = if let Some(e) = &manager.error {
+        quote!(::core::result::Result<(), #e>)
+    } else {
+        quote!(())
     };
     let owner = if manager.owned {
         quote!(#krate::generated::Owned)

@@ -9,6 +9,7 @@
     unreachable_pub
 )]
 #![doc(test(no_crate_inject, attr(deny(warnings))))]
+#![warn(clippy::pedantic)]
 
 use proc_macro::TokenStream;
 

@@ -31,7 +31,7 @@ pub(crate) struct ManagerFn {
 }
 
 /// Parses the item; anything but a fn is an error.
-pub(crate) fn item_fn(item: TokenStream) -> syn::Result<ItemFn> {
+pub(crate) fn item_fn(item: &TokenStream) -> syn::Result<ItemFn> {
     match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(f)) => Ok(f),
         Ok(other) => Err(format_err!(

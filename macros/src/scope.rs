@@ -287,7 +287,7 @@ fn expand(input: &Input) -> TokenStream {
         ).await;
     };
     for (i, manager) in input.managers.iter().enumerate().rev() {
-        inner = expand_manager(krate, &scope, i, manager, inner);
+        inner = expand_manager(krate, &scope, i, manager, &inner);
     }
     quote! {
         {
@@ -309,39 +309,39 @@ fn expand_manager(
     scope: &Ident,
     i: usize,
     manager: &Manager,
-    inner: TokenStream,
+    inner: &TokenStream,
 ) -> TokenStream {
     let mixed = Span::mixed_site();
-    let m = format_ident!("__acm_m{}", i, span = mixed);
-    let d = format_ident!("__acm_d{}", i, span = mixed);
-    let g = format_ident!("__acm_g{}", i, span = mixed);
-    let c = format_ident!("__acm_c{}", i, span = mixed);
-    let v = format_ident!("__acm_v{}", i, span = mixed);
-    let e = Ident::new("__acm_e", mixed);
+    let held = format_ident!("__acm_m{}", i, span = mixed);
+    let detach = format_ident!("__acm_d{}", i, span = mixed);
+    let guard = format_ident!("__acm_g{}", i, span = mixed);
+    let convert = format_ident!("__acm_c{}", i, span = mixed);
+    let value = format_ident!("__acm_v{}", i, span = mixed);
+    let error = Ident::new("__acm_e", mixed);
     let expr = &manager.expr;
     let span = expr.span();
     let bind = match &manager.binding {
         Binding::Name { mutable, ident } => {
             let mutability = mutable.then(|| quote!(mut));
-            quote!(#[allow(unused_mut)] let #mutability #ident = #v;)
+            quote!(#[allow(unused_mut)] let #mutability #ident = #value;)
         }
         Binding::None | Binding::Wild => quote!(),
     };
     let setup = quote_spanned! {span=>
-        let #m = #expr;
-        let #d = (&&#krate::__private::Probe::new(&#m, #krate::__private::exit_task)).__acm_detach();
-        let mut #g = #krate::__private::Guard::new(#m, #d);
-        let #c = #scope.converter(&#g, |#e| {
-            let __acm_f = (&&&#krate::__private::Describe(&#e)).__acm_failure();
-            (__acm_f, #krate::__private::Raise::new(#e).__acm_raise())
+        let #held = #expr;
+        let #detach = (&&#krate::__private::Probe::new(&#held, #krate::__private::exit_task)).__acm_detach();
+        let mut #guard = #krate::__private::Guard::new(#held, #detach);
+        let #convert = #scope.converter(&#guard, |#error| {
+            let __acm_f = (&&&#krate::__private::Describe(&#error)).__acm_failure();
+            (__acm_f, #krate::__private::Raise::new(#error).__acm_raise())
         });
     };
     quote! {
         #setup
-        if let ::core::option::Option::Some(#v) = #scope.enter(&mut #g, #c).await {
+        if let ::core::option::Option::Some(#value) = #scope.enter(&mut #guard, #convert).await {
             #bind
             #inner
         }
-        #scope.exit(&mut #g, #c).await;
+        #scope.exit(&mut #guard, #convert).await;
     }
 }

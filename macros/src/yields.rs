@@ -58,7 +58,7 @@ impl YieldRewriter {
     /// has an internal arm that turns `@__acm_yield co.method(value)` into
     /// `co.method(value).await`. Keeping the user's macro path keeps their
     /// `use async_contextlib::yield_` import meaningful.
-    fn rewrite(&mut self, path: TokenStream, span: Span, args: TokenStream) -> TokenStream {
+    fn rewrite(&mut self, path: TokenStream, span: Span, args: &TokenStream) -> TokenStream {
         let error = match syn::parse2::<Expr>(args.clone()) {
             Ok(_) => None,
             Err(_) => Some(syn::Error::new(
@@ -86,7 +86,7 @@ impl YieldRewriter {
                 .last()
                 .map_or_else(Span::call_site, |s| s.ident.span());
             let path = quote::ToTokens::to_token_stream(&mac.path);
-            mac.tokens = self.rewrite(path, span, mac.tokens.clone());
+            mac.tokens = self.rewrite(path, span, &mac.tokens);
         } else {
             mac.tokens = self.scan(mac.tokens.clone());
         }
@@ -110,7 +110,7 @@ impl YieldRewriter {
                         self.rewrite(
                             TokenTree::Ident(ident.clone()).into(),
                             ident.span(),
-                            args.stream(),
+                            &args.stream(),
                         ),
                     );
                     group.set_span(args.span());
@@ -152,13 +152,13 @@ impl VisitMut for YieldRewriter {
 
     fn visit_expr_closure_mut(&mut self, e: &mut syn::ExprClosure) {
         self.within(Context::Closure, |v| {
-            visit_mut::visit_expr_closure_mut(v, e)
+            visit_mut::visit_expr_closure_mut(v, e);
         });
     }
 
     fn visit_expr_async_mut(&mut self, e: &mut syn::ExprAsync) {
         self.within(Context::AsyncBlock, |v| {
-            visit_mut::visit_expr_async_mut(v, e)
+            visit_mut::visit_expr_async_mut(v, e);
         });
     }
 

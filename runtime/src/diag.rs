@@ -57,7 +57,7 @@ impl Clock {
 
     /// Emits a warning if the exit took longer than the limit.
     #[inline]
-    pub(crate) fn check(&self, name: &'static str, outcome: &Outcome) {
+    pub(crate) fn check(self, name: &'static str, outcome: &Outcome) {
         let elapsed = now_nanos().saturating_sub(self.0);
         if elapsed > SLOW_EXIT_NANOS.load(Relaxed) {
             slow_exit(name, outcome, Duration::from_nanos(elapsed));

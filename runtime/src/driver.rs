@@ -122,7 +122,7 @@ impl Ticket {
         let id = NEXT_TICKET.fetch_add(1, Relaxed);
         registry()
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id, name);
         stats::pending_add();
         Ticket {
@@ -138,7 +138,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         registry()
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.id);
         if !self.done {
             stats::lost(self.kind == JobKind::Exit);
@@ -353,7 +353,7 @@ pub async fn drain_timeout(limit: Duration) -> Result<(), StillPending> {
     }
     let mut names: Vec<&'static str> = registry()
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .values()
         .copied()
         .collect();

@@ -200,9 +200,6 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
     where
         G: FnOnce(Co<Y>) -> F,
     {
-        let layout = Layout::new::<Inner<F, Y::Raw>>();
-        // From here on the allocation is reached only through `raw`.
-        let raw: *mut Inner<F, Y::Raw> = pool::alloc(layout).as_ptr().cast();
         // Gives the allocation back if `make` panics (the slot needs no drop).
         struct Dealloc(NonNull<u8>, Layout);
         impl Drop for Dealloc {
@@ -212,6 +209,9 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
                 unsafe { pool::free(self.0, self.1) };
             }
         }
+        let layout = Layout::new::<Inner<F, Y::Raw>>();
+        // From here on the allocation is reached only through `raw`.
+        let raw: *mut Inner<F, Y::Raw> = pool::alloc(layout).as_ptr().cast();
         // SAFETY: `raw` came from an allocation, so it is not null.
         let dealloc = Dealloc(unsafe { NonNull::new_unchecked(raw.cast()) }, layout);
         // SAFETY: `raw` is a valid, aligned, exclusively owned allocation for

@@ -191,26 +191,23 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
 fn finish_in_place<M: AsyncContextManager>(manager: M) {
     let name = manager.name();
     let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
-    match driver::block_in_place(work) {
-        Some(result) => {
-            if !matches!(result, Ok(Ok(()))) {
-                stats::exit_failed();
-                crate::diag::report_exit_error(
-                    name,
-                    "cancelled",
-                    &describe_exit_failure::<M::Error>(result.err()),
-                );
-            }
-            stats::exited();
-        }
-        None => {
-            stats::abandoned();
-            crate::diag::report_abandoned(
+    if let Some(result) = driver::block_in_place(work) {
+        if !matches!(result, Ok(Ok(()))) {
+            stats::exit_failed();
+            crate::diag::report_exit_error(
                 name,
-                "a borrowing manager's exit can only be finished in place on a multi-thread \
-                 tokio runtime; implement OwnedManager for owned managers",
+                "cancelled",
+                &describe_exit_failure::<M::Error>(result.err()),
             );
         }
+        stats::exited();
+    } else {
+        stats::abandoned();
+        crate::diag::report_abandoned(
+            name,
+            "a borrowing manager's exit can only be finished in place on a multi-thread \
+             tokio runtime; implement OwnedManager for owned managers",
+        );
     }
 }
 

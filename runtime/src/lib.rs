@@ -13,6 +13,15 @@
     unreachable_pub
 )]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::pedantic)]
+// Allowed pedantic lints, with the reason:
+#![allow(
+    // Hidden items (`__private`, trait plumbing for generated code) return
+    // `Result`s and may panic on internal invariants; the public API
+    // documents its errors and panics in prose.
+    clippy::missing_errors_doc,
+    clippy::missing_panics_doc,
+)]
 #![doc(test(no_crate_inject, attr(deny(warnings))))]
 
 mod adapters;

@@ -59,6 +59,7 @@ impl<R> Drop for Scope<R> {
 impl<R> Scope<R> {
     /// A scope with nothing entered.
     #[inline]
+    #[must_use]
     pub fn new() -> Self {
         Scope {
             result: None,
@@ -118,11 +119,11 @@ impl<R> Scope<R> {
 
     /// Runs the scope's block; `classify` reads its value as an [`Outcome`].
     #[inline]
-    pub fn body<'s, B, K>(
-        &'s mut self,
+    pub fn body<B, K>(
+        &mut self,
         body: B,
         classify: K,
-    ) -> impl Future<Output = ()> + use<'s, R, B, K>
+    ) -> impl Future<Output = ()> + use<'_, R, B, K>
     where
         B: Future<Output = R>,
         K: FnOnce(&R) -> Outcome,
@@ -191,41 +192,38 @@ impl<R> Scope<R> {
             None
         };
         let addr = self.addr();
-        match boxed {
-            Some(((exit, handoff), name)) => {
-                let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
-                guard.meta.state = State::Done;
-                ExitRun {
-                    meta: &mut guard.meta,
-                    depth,
-                    name,
-                    clock: Clock::start(),
-                    outcome,
-                    resumable: false,
-                    finish: finish_in_place::<M::Error, _>,
-                    step: ExitStep::Boxed {
-                        handover: Handover::new(exit, handoff, name, span),
-                    },
-                }
+        if let Some(((exit, handoff), name)) = boxed {
+            let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
+            guard.meta.state = State::Done;
+            ExitRun {
+                meta: &mut guard.meta,
+                depth,
+                name,
+                clock: Clock::start(),
+                outcome,
+                resumable: false,
+                finish: finish_in_place::<M::Error, _>,
+                step: ExitStep::Boxed {
+                    handover: Handover::new(exit, handoff, name, span),
+                },
             }
-            None => {
-                let (manager, meta) = guard.parts();
-                let name = manager.name();
-                let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
-                meta.state = State::Exiting;
-                let exit = manager.exit(outcome.clone());
-                ExitRun {
-                    meta,
-                    depth,
-                    name,
-                    clock: Clock::start(),
-                    outcome,
-                    resumable: M::__RESUMABLE_EXIT && D::DETACHABLE,
-                    finish: finish_in_place::<M::Error, _>,
-                    step: ExitStep::Plain {
-                        step: Step::new(exit, span, addr),
-                    },
-                }
+        } else {
+            let (manager, meta) = guard.parts();
+            let name = manager.name();
+            let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
+            meta.state = State::Exiting;
+            let exit = manager.exit(outcome.clone());
+            ExitRun {
+                meta,
+                depth,
+                name,
+                clock: Clock::start(),
+                outcome,
+                resumable: M::__RESUMABLE_EXIT && D::DETACHABLE,
+                finish: finish_in_place::<M::Error, _>,
+                step: ExitStep::Plain {
+                    step: Step::new(exit, span, addr),
+                },
             }
         }
     }
