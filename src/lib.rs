@@ -93,9 +93,8 @@
 //!
 //! # Minimum Rust version
 //!
-//! 1.85 (edition 2024). Generated managers rely on edition-2024 capture
-//! rules for `impl Trait` in return position; use them from edition-2024
-//! crates.
+//! 1.85 (the crates are edition 2024). Generated managers also work from
+//! edition-2021 crates.
 
 #![warn(
     missing_docs,

@@ -183,8 +183,12 @@ fn expand(
     // `impl for<'a> AsyncContextManager<Value<'a> = &'a mut T>`: that
     // higher-ranked binding would require `Self: 'static` (the trait's
     // `where Self: 'a`) and rule out every borrowing manager.
+    // The `impl` token carries this crate's edition (2024), whose capture
+    // rules let the opaque future capture the fn's elided lifetimes even
+    // in an edition-2021 caller (tests/edition2021).
+    let impl_kw = syn::Token![impl](Span::mixed_site());
     sig.output = syn::parse_quote_spanned! {ret_span=>
-        -> #krate::generated::Generator<impl ::core::future::Future<Output = #output>, #mode_ty, #owner>
+        -> #krate::generated::Generator<#impl_kw ::core::future::Future<Output = #output>, #mode_ty, #owner>
     };
 
     let body = if let Some(uses) = stub {
