@@ -2,6 +2,9 @@
 //! before and after the yield, outcomes seen after `yield_!`, "didn't
 //! yield", methods, generics, argument handling, executors.
 
+mod common;
+
+use common::Log;
 use std::cell::Cell;
 use std::fmt;
 use std::fmt::Debug;
@@ -13,18 +16,6 @@ use async_contextlib::{Outcome, async_context_manager, with_scope, yield_};
 use futures::FutureExt;
 
 // ---------------------------------------------------------------- helpers
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DbError(String);

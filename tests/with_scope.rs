@@ -5,6 +5,9 @@
 //! Exit errors that are reported rather than returned (and the stats they
 //! bump) are in `exit_errors.rs`, whose tests are serialized.
 
+mod common;
+
+use common::Log;
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fmt;
@@ -16,19 +19,6 @@ use async_contextlib::{AsyncContextManager, Failure, Outcome, Panic, nullcontext
 use futures::FutureExt;
 
 // ---------------------------------------------------------------- helpers
-
-/// A shared log of what happened, in order.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 /// The outcomes the exits of one manager saw.
 #[derive(Clone, Default)]
@@ -419,7 +409,7 @@ async fn body_panic_exits_see_panicked_then_the_panic_resumes() {
     let fut = async {
         with_scope!(Rec::new("a", &log).seen(&sa) as _a, Rec::new("b", &log).seen(&sb) => {
             log.push("body");
-            if log.0.lock().unwrap().len() < 100 {
+            if log.len() < 100 {
                 panic!("kaboom {}", 42);
             }
             Ok::<(), MgrError>(())
