@@ -15,7 +15,7 @@
 //! thread-local *cascade* and spawned as one task that runs them in the
 //! order they were queued — innermost exit first — once the outermost scope
 //! being dropped is gone. A scope marks the cascade open before anything of
-//! it is dropped (see `scope::Opener`), so nested scopes dropped inside it
+//! it is dropped (see `step::Step`), so nested scopes dropped inside it
 //! queue behind one another instead of racing.
 //!
 //! Every job holds a [`Ticket`]: it counts the job `pending` while it lives
