@@ -1,6 +1,7 @@
 //! Issue 4 stress test: many scopes on a multi-thread runtime, nested two
 //! deep, with random success / `Err` / panic / cancellation at random points
-//! (enter, body, exit). After `drain()`, every entered manager exited exactly
+//! (enter, body, exit), over owned (hand-written and generated) and
+//! borrowing managers. After `drain()`, every entered manager exited exactly
 //! once and the driver holds nothing.
 //!
 //! 100,000 scopes in debug and release builds (about 2 s in debug on two
@@ -151,6 +152,45 @@ impl AsyncContextManager for Hand {
 
 impl OwnedManager for Hand {}
 
+/// The same as a hand-written *borrowing* manager: not `OwnedManager`, so
+/// on cancellation its exit is finished in place (`block_in_place`) on the
+/// multi-thread runtime.
+struct Lent<'a> {
+    slot: usize,
+    plan: Plan,
+    c: &'a Counters,
+}
+
+impl AsyncContextManager for Lent<'_> {
+    type Value<'v>
+        = usize
+    where
+        Self: 'v;
+    type Error = StressError;
+
+    async fn enter(&mut self) -> Result<usize, StressError> {
+        yields(self.plan.enter_yields).await;
+        match self.plan.enter {
+            Act::Ok => {}
+            Act::Err => return Err(StressError),
+            Act::Panic => panic!("stress: enter panicked on purpose"),
+        }
+        self.c.bump(&self.c.entered, self.slot);
+        Ok(self.slot)
+    }
+
+    async fn exit(&mut self, _: Outcome) -> Result<(), StressError> {
+        self.c.bump(&self.c.exit_started, self.slot);
+        yields(self.plan.exit_yields).await;
+        self.c.bump(&self.c.exited, self.slot);
+        match self.plan.exit {
+            Act::Ok => Ok(()),
+            Act::Err => Err(StressError),
+            Act::Panic => panic!("stress: exit panicked on purpose"),
+        }
+    }
+}
+
 /// The same as a generated owned manager.
 #[async_context_manager]
 async fn generated(slot: usize, plan: Plan, c: Arc<Counters>) -> Result<usize, StressError> {
@@ -205,7 +245,7 @@ async fn one_scope(i: usize, c: Arc<Counters>) {
     let body = rng.act();
     let body_yields = rng.below(3) as u8;
     let hand_outer = rng.below(2) == 0;
-    let hand_inner = rng.below(2) == 0;
+    let inner_kind = rng.below(3) as u8;
     // 0 = no cancellation; else cancel after that many polls.
     let budget = if rng.below(4) == 0 {
         1 + rng.below(12) as u32
@@ -222,11 +262,11 @@ async fn one_scope(i: usize, c: Arc<Counters>) {
         };
         let r: Result<usize, StressError> = if hand_outer {
             with_scope!(outer as a, generated(base + 1, p1, c.clone()) as b => {
-                inner(a + b, base + 2, p2, hand_inner, body, body_yields, c.clone()).await
+                inner(a + b, base + 2, p2, inner_kind, body, body_yields, c.clone()).await
             })
         } else {
             with_scope!(generated(base + 1, p1, c.clone()) as b, outer as a => {
-                inner(a + b, base + 2, p2, hand_inner, body, body_yields, c.clone()).await
+                inner(a + b, base + 2, p2, inner_kind, body, body_yields, c.clone()).await
             })
         };
         r
@@ -245,7 +285,7 @@ async fn inner(
     _sum: usize,
     slot: usize,
     plan: Plan,
-    hand: bool,
+    kind: u8,
     body: Act,
     body_yields: u8,
     c: Arc<Counters>,
@@ -258,10 +298,10 @@ async fn inner(
             Act::Panic => panic!("stress: body panicked on purpose"),
         }
     };
-    if hand {
-        with_scope!(Hand { slot, plan, c: c.clone() } as _x => { run_body().await })
-    } else {
-        with_scope!(generated(slot, plan, c.clone()) as _x => { run_body().await })
+    match kind {
+        0 => with_scope!(Hand { slot, plan, c: c.clone() } as _x => { run_body().await }),
+        1 => with_scope!(generated(slot, plan, c.clone()) as _x => { run_body().await }),
+        _ => with_scope!(Lent { slot, plan, c: &c } as _x => { run_body().await }),
     }
 }
 
