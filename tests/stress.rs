@@ -9,6 +9,7 @@
 //! `STRESS_SCOPES=n` overrides the count.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::SeqCst};
@@ -118,98 +119,64 @@ async fn yields(n: u8) {
     }
 }
 
-/// A hand-written owned manager following a plan.
-struct Hand {
-    slot: usize,
-    plan: Plan,
-    c: Arc<Counters>,
-}
-
-impl AsyncContextManager for Hand {
-    type Value<'a> = usize;
-    type Error = StressError;
-    async fn enter(&mut self) -> Result<usize, StressError> {
-        yields(self.plan.enter_yields).await;
-        match self.plan.enter {
-            Act::Ok => {}
-            Act::Err => return Err(StressError),
-            Act::Panic => panic!("stress: enter panicked on purpose"),
-        }
-        self.c.bump(&self.c.entered, self.slot);
-        Ok(self.slot)
-    }
-    async fn exit(&mut self, _: Outcome) -> Result<(), StressError> {
-        self.c.bump(&self.c.exit_started, self.slot);
-        yields(self.plan.exit_yields).await;
-        self.c.bump(&self.c.exited, self.slot);
-        match self.plan.exit {
-            Act::Ok => Ok(()),
-            Act::Err => Err(StressError),
-            Act::Panic => panic!("stress: exit panicked on purpose"),
-        }
-    }
-}
-
-impl OwnedManager for Hand {}
-
-/// The same as a hand-written *borrowing* manager: not `OwnedManager`, so
-/// on cancellation its exit is finished in place (`block_in_place`) on the
-/// multi-thread runtime.
-struct Lent<'a> {
-    slot: usize,
-    plan: Plan,
-    c: &'a Counters,
-}
-
-impl AsyncContextManager for Lent<'_> {
-    type Value<'v>
-        = usize
-    where
-        Self: 'v;
-    type Error = StressError;
-
-    async fn enter(&mut self) -> Result<usize, StressError> {
-        yields(self.plan.enter_yields).await;
-        match self.plan.enter {
-            Act::Ok => {}
-            Act::Err => return Err(StressError),
-            Act::Panic => panic!("stress: enter panicked on purpose"),
-        }
-        self.c.bump(&self.c.entered, self.slot);
-        Ok(self.slot)
-    }
-
-    async fn exit(&mut self, _: Outcome) -> Result<(), StressError> {
-        self.c.bump(&self.c.exit_started, self.slot);
-        yields(self.plan.exit_yields).await;
-        self.c.bump(&self.c.exited, self.slot);
-        match self.plan.exit {
-            Act::Ok => Ok(()),
-            Act::Err => Err(StressError),
-            Act::Panic => panic!("stress: exit panicked on purpose"),
-        }
-    }
-}
-
-/// The same as a generated owned manager.
-#[async_context_manager]
-async fn generated(slot: usize, plan: Plan, c: Arc<Counters>) -> Result<usize, StressError> {
+/// The enter every manager kind runs: yield as planned, then fail, panic
+/// or count the enter.
+async fn planned_enter(c: &Counters, slot: usize, plan: Plan) -> Result<usize, StressError> {
     yields(plan.enter_yields).await;
     match plan.enter {
         Act::Ok => {}
-        Act::Err => Err(StressError)?,
+        Act::Err => return Err(StressError),
         Act::Panic => panic!("stress: enter panicked on purpose"),
     }
     c.bump(&c.entered, slot);
-    let _outcome = yield_!(slot);
+    Ok(slot)
+}
+
+/// The exit every manager kind runs: count its start, yield as planned,
+/// count its end, then fail or panic as planned.
+async fn planned_exit(c: &Counters, slot: usize, plan: Plan) -> Result<(), StressError> {
     c.bump(&c.exit_started, slot);
     yields(plan.exit_yields).await;
     c.bump(&c.exited, slot);
     match plan.exit {
-        Act::Ok => {}
-        Act::Err => Err(StressError)?,
+        Act::Ok => Ok(()),
+        Act::Err => Err(StressError),
         Act::Panic => panic!("stress: exit panicked on purpose"),
     }
+}
+
+/// A hand-written manager following a plan. `Hand<Arc<Counters>>` is owned
+/// (its exit is detached on cancellation); `Hand<&Counters>` borrows, so
+/// on cancellation its exit is finished in place (`block_in_place`) on the
+/// multi-thread runtime.
+struct Hand<C> {
+    slot: usize,
+    plan: Plan,
+    c: C,
+}
+
+impl<C: Deref<Target = Counters>> AsyncContextManager for Hand<C> {
+    type Value<'a>
+        = usize
+    where
+        Self: 'a;
+    type Error = StressError;
+    async fn enter(&mut self) -> Result<usize, StressError> {
+        planned_enter(&self.c, self.slot, self.plan).await
+    }
+    async fn exit(&mut self, _: Outcome) -> Result<(), StressError> {
+        planned_exit(&self.c, self.slot, self.plan).await
+    }
+}
+
+impl OwnedManager for Hand<Arc<Counters>> {}
+
+/// The same as a generated owned manager.
+#[async_context_manager]
+async fn generated(slot: usize, plan: Plan, c: Arc<Counters>) -> Result<usize, StressError> {
+    planned_enter(&c, slot, plan).await?;
+    let _outcome = yield_!(slot);
+    planned_exit(&c, slot, plan).await?;
 }
 
 /// Polls `fut` at most `budget` times, then drops it (a cancellation at
@@ -301,7 +268,7 @@ async fn inner(
     match kind {
         0 => with_scope!(Hand { slot, plan, c: c.clone() } as _x => { run_body().await }),
         1 => with_scope!(generated(slot, plan, c.clone()) as _x => { run_body().await }),
-        _ => with_scope!(Lent { slot, plan, c: &c } as _x => { run_body().await }),
+        _ => with_scope!(Hand { slot, plan, c: &*c } as _x => { run_body().await }),
     }
 }
 
