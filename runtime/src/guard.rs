@@ -191,29 +191,39 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
 fn finish_in_place<M: AsyncContextManager>(manager: M) {
     let name = manager.name();
     let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
-    if let Some(result) = driver::block_in_place(work) {
-        if !matches!(result, Ok(Ok(()))) {
-            stats::exit_failed();
-            crate::diag::report_exit_error(
-                name,
-                "cancelled",
-                &describe_exit_failure::<M::Error>(result.err()),
-            );
-        }
-        stats::exited();
-    } else {
+    record_in_place::<M::Error>(
+        name,
+        "cancelled",
+        driver::block_in_place(work),
+        "a borrowing manager's exit can only be finished in place on a multi-thread \
+         tokio runtime; implement OwnedManager for owned managers",
+    );
+}
+
+/// Counts and reports an exit the scope tried to finish in place on
+/// cancellation: `None` if it could not (abandoned, with `why`), else how
+/// it ended.
+pub(crate) fn record_in_place<E>(
+    name: &'static str,
+    context: &'static str,
+    finished: Option<Result<Result<(), E>, Payload>>,
+    why: &'static str,
+) {
+    let Some(result) = finished else {
         stats::abandoned();
-        crate::diag::report_abandoned(
-            name,
-            "a borrowing manager's exit can only be finished in place on a multi-thread \
-             tokio runtime; implement OwnedManager for owned managers",
-        );
+        crate::diag::report_abandoned(name, why);
+        return;
+    };
+    if !matches!(result, Ok(Ok(()))) {
+        stats::exit_failed();
+        crate::diag::report_exit_error(name, context, &describe_exit_failure::<E>(result.err()));
     }
+    stats::exited();
 }
 
 /// Text for an exit failure seen where the error's type is generic: a
 /// panic's message, or the error type's name.
-pub(crate) fn describe_exit_failure<E>(panic: Option<Payload>) -> String {
+fn describe_exit_failure<E>(panic: Option<Payload>) -> String {
     match panic {
         Some(payload) => format!("panicked: {}", Panic::from_payload(&*payload).message()),
         None => format!("an error of type `{}`", std::any::type_name::<E>()),

@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 
 use crate::diag::Clock;
 use crate::driver;
-use crate::guard::{Detach, Guard, Meta, Payload, State, describe_exit_failure};
+use crate::guard::{Detach, Guard, Meta, Payload, State, record_in_place};
 use crate::step::{Active, Bound, Bounded, Handover, Step};
 use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic, stats};
 
@@ -415,24 +415,13 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
     step: Pin<&mut Step<X>>,
     name: &'static str,
 ) {
-    if let Some(result) = driver::block_in_place(step) {
-        if !matches!(result, Ok(Ok(()))) {
-            stats::exit_failed();
-            crate::diag::report_exit_error(
-                name,
-                "cancelled mid-exit",
-                &describe_exit_failure::<E>(result.err()),
-            );
-        }
-        stats::exited();
-    } else {
-        stats::abandoned();
-        crate::diag::report_abandoned(
-            name,
-            "the scope was dropped mid-exit where the exit cannot be finished in place \
-             (no multi-thread tokio runtime)",
-        );
-    }
+    record_in_place::<E>(
+        name,
+        "cancelled mid-exit",
+        driver::block_in_place(step),
+        "the scope was dropped mid-exit where the exit cannot be finished in place \
+         (no multi-thread tokio runtime)",
+    );
 }
 
 /// How an exit ended (its result or panic), its depth and its manager's name.
