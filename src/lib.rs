@@ -67,11 +67,13 @@
 //! fn transaction(db: &Db)
 //!     -> Generator<impl Future<Output = Result<(), DbError>>, LendMut<Tx>, Borrowing>
 //! {
-//!     Generator::new("crate::transaction", move |co| async move {
+//!     let make = move |co| async move {
 //!         let db = db;
 //!         let () = { BODY with `yield_!(x)` as `co.lend_mut(x).await` };
 //!         Ok(())
-//!     })
+//!     };
+//!     // The only `unsafe` in the expansion; the body is outside it.
+//!     unsafe { Generator::new("crate::transaction", make) }
 //! }
 //! ```
 //! [`Generator`](generated::Generator) keeps the fn's future in one heap
@@ -183,12 +185,8 @@ macro_rules! with_scope {
 /// ```
 #[macro_export]
 macro_rules! yield_ {
-    // Written by `#[async_context_manager]` in place of the user's input.
-    (@__acm_yield $co:ident . $method:ident ($($value:tt)*)) => {
-        $co.$method($($value)*).await
-    };
-    // Written by `#[async_context_manager]` after a compile error, so the
-    // user's `yield_` import still counts as used.
+    // Written by `#[async_context_manager]`, which rewrites every `yield_!`
+    // itself, so that the user's `yield_` import still counts as used.
     (@__acm_unused) => {};
     ($($tokens:tt)*) => {
         ::core::compile_error!("`yield_!` may only be used inside an #[async_context_manager] fn")

@@ -32,28 +32,34 @@ pub(crate) fn async_context_manager(
     } else {
         quote!(::async_contextlib)
     };
+    // A non-`async` fn is reported and still expanded as if it were one,
+    // so that its callers see a manager and its body is checked as usual.
     if let Err(error) = valid::asyncness(&item) {
-        return Ok(with_stub_body(combine(errors, error), &item));
+        errors = Some(combine(errors, error));
     }
     let mut manager = match ManagerFn::new(item.clone()) {
         Ok(manager) => manager,
-        Err(error) => return Ok(with_stub_body(combine(errors, error), &item)),
+        Err(error) => return Ok(with_stub_body(combine(errors, error), &item, &krate)),
     };
     let co = Ident::new("__acm_co", Span::mixed_site());
-    let mut rewriter = YieldRewriter::new(co.clone(), yield_method(&manager.mode));
+    let mut rewriter = YieldRewriter::new(co.clone(), yield_method(&manager.mode), krate.clone());
     rewriter.visit_block_mut(&mut manager.item.block);
+    let uses = yield_uses(&rewriter.sites);
     if let Err(error) = valid::yields(&item, &rewriter.sites) {
         errors = Some(combine(errors, error));
     }
     if let Some(error) = errors {
-        // Keep the fn's signature (callers type-check against it) with a
-        // body that never runs, so one mistake gives one error.
+        // Keep the fn's signature (callers type-check against it) with the
+        // body rewritten as a stub that never runs (every `yield_!` a typed
+        // placeholder), so one mistake gives one error.
+        let mut stub = YieldRewriter::stub(krate.clone());
+        manager.item.block.clone_from(&item.block);
+        stub.visit_block_mut(&mut manager.item.block);
         let mut out = error.into_compile_error();
-        let uses = yield_uses(&rewriter.sites);
-        out.extend(expand(&manager, &krate, &co, Some(&uses)));
+        out.extend(expand(&manager, &krate, &co, &uses, true));
         return Ok(out);
     }
-    Ok(expand(&manager, &krate, &co, None))
+    Ok(expand(&manager, &krate, &co, &uses, false))
 }
 
 fn combine(first: Option<syn::Error>, then: syn::Error) -> syn::Error {
@@ -66,9 +72,10 @@ fn combine(first: Option<syn::Error>, then: syn::Error) -> syn::Error {
     }
 }
 
-/// `yield_!(@__acm_unused);` for each `yield_!` the user wrote: after an
-/// error their body is dropped, and this keeps their `yield_` import used
-/// (no "unused import" warning on top of the error).
+/// `yield_!(@__acm_unused);` for each `yield_!` the user wrote: the
+/// rewritten yields no longer name the user's `yield_` path (the yielder
+/// never goes into a macro, see `yields.rs`), and after an error the body
+/// is dropped; this keeps their `yield_` import used.
 fn yield_uses(sites: &[crate::yields::Site]) -> TokenStream {
     let paths = sites.iter().map(|site| &site.path);
     quote!(#( #paths!(@__acm_unused); )*)
@@ -83,9 +90,10 @@ fn yield_method(mode: &Mode) -> &'static str {
 }
 
 /// The error, next to the original fn with a body that does nothing, so
-/// that the fn's uses still resolve. Elided lifetimes in the return type
-/// become `'static` there, so the stub adds no error of its own.
-fn with_stub_body(error: syn::Error, item: &ItemFn) -> TokenStream {
+/// that the fn's uses still resolve (its return type could not be read, so
+/// there is no manager type to give it). Elided lifetimes in the return
+/// type become `'static` there, so the stub adds no error of its own.
+fn with_stub_body(error: syn::Error, item: &ItemFn, krate: &TokenStream) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -93,11 +101,12 @@ fn with_stub_body(error: syn::Error, item: &ItemFn) -> TokenStream {
         block,
     } = item;
     let mut sig = sig.clone();
+    sig.asyncness = None;
     if let ReturnType::Type(_, ty) = &mut sig.output {
         StaticElided.visit_type_mut(ty);
     }
     let mut block = (**block).clone();
-    let mut rewriter = YieldRewriter::new(Ident::new("__acm_co", Span::mixed_site()), "stub");
+    let mut rewriter = YieldRewriter::stub(krate.clone());
     rewriter.visit_block_mut(&mut block);
     let uses = yield_uses(&rewriter.sites);
     let mut out = error.into_compile_error();
@@ -133,22 +142,22 @@ impl VisitMut for StaticElided {
 //     pub fn transaction(db: Db) -> ::async_contextlib::generated::Generator<
 //         impl Future<Output = Result<(), DbError>>, LendMut<Tx>, Owned>
 //     {
-//         ::async_contextlib::generated::Generator::<_, LendMut<Tx>, Owned>::new(
-//             "module::transaction",
-//             move |__acm_co| async move {
-//                 let db = db;                       // the frame owns every argument
-//                 let () = { BODY' };                // yield_!(x) → (__acm_co.lend_mut(x).await)
-//                 ::core::result::Result::Ok::<(), DbError>(())
-//             },
-//         )
+//         let __acm_make = move |__acm_co: Co<LendMut<Tx>>| async move {
+//             let db = db;                           // the frame owns every argument
+//             yield_!(@__acm_unused);                // keeps the user's `yield_` import used
+//             let () = { BODY' };                    // yield_!(x) → (__acm_co.lend_mut(x).await)
+//             ::core::result::Result::Ok::<(), DbError>(())
+//         };
+//         unsafe { Generator::<_, LendMut<Tx>, Owned>::new("module::transaction", __acm_make) }
 //     }
-// With `stub` (after an error) the body becomes `unreachable!()`, next to
-// `stub`'s uses of the user's `yield_` paths.
+// With `stub` (after an error) the body was rewritten by the stub rewriter
+// (each `yield_!` a typed placeholder): the item type-checks, never runs.
 fn expand(
     manager: &ManagerFn,
     krate: &TokenStream,
     co: &Ident,
-    stub: Option<&TokenStream>,
+    uses: &TokenStream,
+    stub: bool,
 ) -> TokenStream {
     let ItemFn {
         attrs,
@@ -191,35 +200,39 @@ fn expand(
         -> #krate::generated::Generator<#impl_kw ::core::future::Future<Output = #output>, #mode_ty, #owner>
     };
 
-    let body = if let Some(uses) = stub {
-        quote! {
-            let _ = #co;
-            #(#prelude)*
-            #uses
-            (|| -> #output { ::core::unreachable!() })()
-        }
-    } else {
-        let tail = match &manager.error {
-            Some(e) => quote_spanned!(block.span()=> ::core::result::Result::Ok::<(), #e>(())),
-            None => quote!(),
-        };
-        quote_spanned! {block.span()=>
-            #(#prelude)*
-            let _: () = #block;
-            #tail
-        }
+    let tail = match &manager.error {
+        Some(e) => quote_spanned!(block.span()=> ::core::result::Result::Ok::<(), #e>(())),
+        None => quote!(),
+    };
+    // A stub's body never runs and never yields: its yielder is unused.
+    let unused_co = stub.then(|| quote!(let _ = #co;));
+    let body = quote_spanned! {block.span()=>
+        #unused_co
+        #(#prelude)*
+        #uses
+        let _: () = #block;
+        #tail
     };
     let name = sig.ident.to_string();
     // After an error the body is gone: its arguments are unused.
-    let allow = stub.map(|_| quote!(#[allow(unused_variables, unused_mut)]));
+    let allow = stub.then(|| quote!(#[allow(unused_variables, unused_mut)]));
+    let make = Ident::new("__acm_make", Span::mixed_site());
+    // The user's body is in the closure, outside the `unsafe` block: it
+    // gets no unsafe powers from the expansion.
     quote! {
         #(#attrs)*
         #allow
         #vis #sig {
-            #krate::generated::Generator::<_, #mode_ty, #owner>::new(
-                ::core::concat!(::core::module_path!(), "::", #name),
-                move |#co| async move { #body },
-            )
+            let #make = move |#co: #krate::__private::Co<#mode_ty>| async move { #body };
+            // SAFETY: the body uses the yielder only through the one
+            // `yield_!` the attribute accepted, in straight-line code, and
+            // awaits it in place (yields.rs); see `Generator::new`.
+            unsafe {
+                #krate::generated::Generator::<_, #mode_ty, #owner>::new(
+                    ::core::concat!(::core::module_path!(), "::", #name),
+                    #make,
+                )
+            }
         }
     }
 }

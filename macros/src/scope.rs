@@ -20,15 +20,15 @@ enum Binding {
     Name { mutable: bool, ident: Ident },
 }
 
-struct Manager {
-    expr: Expr,
+pub(crate) struct Manager {
+    pub(crate) expr: Expr,
     binding: Binding,
 }
 
-struct Input {
+pub(crate) struct Input {
     krate: TokenStream,
-    managers: Vec<Manager>,
-    block: Group,
+    pub(crate) managers: Vec<Manager>,
+    pub(crate) block: Group,
 }
 
 /// The macro's entry.
@@ -48,7 +48,13 @@ fn parse(input: TokenStream) -> syn::Result<Input> {
             ));
         }
     };
-    let tokens: Vec<TokenTree> = tokens.collect();
+    parse_body(tokens.collect(), krate)
+}
+
+/// Parses what the user wrote inside `with_scope!(..)`; `krate` is the
+/// facade's path.
+pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<Input> {
+    let tokens: Vec<TokenTree> = input.into_iter().collect();
     let Some(arrow) = find_arrow(&tokens) else {
         let span = tokens.last().map_or_else(Span::call_site, TokenTree::span);
         return Err(syn::Error::new(
@@ -267,7 +273,7 @@ fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
 //     }
 // Bindings the block mentions are moved into it (it owns them); the others
 // stay in the enclosing frame, where later managers may use them.
-fn expand(input: &Input) -> TokenStream {
+pub(crate) fn expand(input: &Input) -> TokenStream {
     let krate = &input.krate;
     let scope = Ident::new("__acm_scope", Span::mixed_site());
     let block_tokens = input.block.stream();

@@ -54,18 +54,7 @@ pub(crate) fn yields(item: &ItemFn, sites: &[Site]) -> syn::Result<()> {
         }
     }
     for site in sites {
-        let why = match site.context {
-            Context::Plain => None,
-            Context::Loop => Some("inside a loop: it must be reached at most once"),
-            Context::Closure => Some("inside a closure: it must be in the fn's own body"),
-            Context::AsyncBlock => {
-                Some("inside a nested `async` block: it must be in the fn's own body")
-            }
-            Context::NestedItem => {
-                Some("inside a nested fn or item: it must be in the fn's own body")
-            }
-        };
-        if let Some(why) = why {
+        if let Some(why) = misplaced(&site.context) {
             push(syn::Error::new(
                 site.span,
                 format!("#[async_context_manager]: `yield_!` cannot be {why}"),
@@ -76,4 +65,27 @@ pub(crate) fn yields(item: &ItemFn, sites: &[Site]) -> syn::Result<()> {
         }
     }
     errors.map_or(Ok(()), Err)
+}
+
+/// Why a `yield_!` in this context cannot be awaited in place, and what to
+/// write instead; `None` where it can.
+fn misplaced(context: &Context) -> Option<String> {
+    Some(match context {
+        Context::Plain => return None,
+        Context::Loop => "inside a loop: it must be reached at most once".into(),
+        Context::Closure => "inside a closure: it must be in the fn's own body".into(),
+        Context::AsyncBlock => {
+            "inside a nested `async` block: it must be in the fn's own body".into()
+        }
+        Context::NestedItem => "inside a nested fn or item: it must be in the fn's own body".into(),
+        Context::Macro(name) => format!(
+            "inside another macro's input (`{name}!`): the attribute cannot see what `{name}!` \
+             does with it, and the yield must be awaited in place in the fn's own body; \
+             write `let outcome = yield_!(..);` before it and use `outcome` inside"
+        ),
+        Context::ManagerList => "in a `with_scope!` manager expression: yield from the \
+             scope's block, after the managers are entered"
+            .into(),
+        Context::NotExpr => "used as a pattern, type or item: it is an expression".into(),
+    })
 }

@@ -1,19 +1,35 @@
-//! Finds `yield_!` in the fn body and rewrites its input into an await on
-//! the yielder, recording where each one was and in what context.
+//! Finds `yield_!` in the fn body and rewrites it into an await on the
+//! yielder, recording where each one was and in what context.
+//!
+//! Soundness rests on this visitor (see the runtime's `generator` docs, the
+//! lending invariant): a `yield_!` is rewritten only where the attribute
+//! sees its whole context — the fn's own straight-line code, or the block
+//! of a `with_scope!` there — and the `.await` is emitted here, so the
+//! yield future is awaited in place. Everywhere else (a loop, closure,
+//! `async` block, nested item, another macro's input) it is recorded with
+//! that context, and `valid.rs` turns it into an error.
 
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
-use quote::quote_spanned;
+use quote::{ToTokens, quote, quote_spanned};
 use syn::visit_mut::{self, VisitMut};
-use syn::{Expr, Macro};
+use syn::{Expr, Macro, Stmt};
+
+use crate::scope;
 
 /// Where a `yield_!` stands, if not plainly in the fn's straight-line code.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Context {
     Plain,
     Loop,
     Closure,
     AsyncBlock,
     NestedItem,
+    /// In the input of another macro, named by its path.
+    Macro(String),
+    /// In the manager list of a `with_scope!`.
+    ManagerList,
+    /// Somewhere a macro call is not an expression (a pattern, a type).
+    NotExpr,
 }
 
 /// One `yield_!` found.
@@ -26,26 +42,48 @@ pub(crate) struct Site {
     pub(crate) path: TokenStream,
 }
 
-/// Rewrites `yield_!(x)` into `__acm_co.<method>(x).await`.
+/// Rewrites `yield_!(x)` into `(__acm_co.<method>(x).await)`.
 pub(crate) struct YieldRewriter {
     co: Ident,
     method: Ident,
+    /// The facade path, for `with_scope!` blocks expanded here.
+    krate: TokenStream,
+    /// After an error: every `yield_!`, wherever it is, becomes a typed
+    /// placeholder, so the rest of the body still type-checks (one
+    /// mistake, one error) and its imports stay used.
+    stub: bool,
     context: Context,
     pub(crate) sites: Vec<Site>,
 }
 
 impl YieldRewriter {
-    pub(crate) fn new(co: Ident, method: &str) -> Self {
+    pub(crate) fn new(co: Ident, method: &str, krate: TokenStream) -> Self {
         YieldRewriter {
             co,
             method: Ident::new(method, Span::mixed_site()),
+            krate,
+            stub: false,
             context: Context::Plain,
             sites: Vec::new(),
         }
     }
 
+    /// The rewriter of a body that will not run (see `stub`).
+    pub(crate) fn stub(krate: TokenStream) -> Self {
+        YieldRewriter {
+            stub: true,
+            ..YieldRewriter::new(Ident::new("__acm_co", Span::mixed_site()), "stub", krate)
+        }
+    }
+
+    /// `KRATE::__private::stub_yield`, spanned at `span`.
+    fn stub_path(&self, span: Span) -> TokenStream {
+        let krate = &self.krate;
+        quote_spanned!(span=> #krate::__private::stub_yield)
+    }
+
     fn within(&mut self, context: Context, f: impl FnOnce(&mut Self)) {
-        let outer = self.context;
+        let outer = self.context.clone();
         // The first non-plain context is the one to report.
         if outer == Context::Plain {
             self.context = context;
@@ -54,100 +92,252 @@ impl YieldRewriter {
         self.context = outer;
     }
 
-    /// The new input of one `yield_!` invocation: the facade's `yield_!`
-    /// has an internal arm that turns `@__acm_yield co.method(value)` into
-    /// `co.method(value).await`. Keeping the user's macro path keeps their
-    /// `use async_contextlib::yield_` import meaningful.
-    fn rewrite(&mut self, path: TokenStream, span: Span, args: &TokenStream) -> TokenStream {
-        let error = match syn::parse2::<Expr>(args.clone()) {
-            Ok(_) => None,
-            Err(_) => Some(syn::Error::new(
+    /// The replacement of one `yield_!(args)` in expression position.
+    ///
+    /// Input: `yield_!(&mut x)`. Output: `__acm_co.lend_mut(&mut x).await`
+    /// (in an invisible group, so precedence holds without parentheses),
+    /// spanned on the user's `yield_` so type errors point at their tokens.
+    /// The yielder never goes into another macro, not even one the user's
+    /// `yield_` path might resolve to; that path is kept used by the
+    /// `yield_!(@__acm_unused);` that `expand.rs` puts at the top of the body.
+    fn rewrite(&mut self, mac: &Macro) -> TokenStream {
+        let span = mac
+            .path
+            .segments
+            .last()
+            .map_or_else(Span::call_site, |s| s.ident.span());
+        let path = mac.path.to_token_stream();
+        let Ok(mut value) = syn::parse2::<Expr>(mac.tokens.clone()) else {
+            self.sites.push(Site {
                 span,
-                "`yield_!` takes one expression: the value the scope's body receives",
-            )),
+                context: self.context.clone(),
+                error: Some(syn::Error::new(
+                    span,
+                    "`yield_!` takes one expression: the value the scope's body receives",
+                )),
+                path,
+            });
+            return quote_spanned!(span=> ::core::unreachable!());
         };
         self.sites.push(Site {
             span,
-            context: self.context,
-            error,
+            context: self.context.clone(),
+            error: None,
             path,
         });
-        let co = &self.co;
-        let method = &self.method;
-        quote_spanned!(span=> @__acm_yield #co.#method(#args))
+        // A `yield_!` inside the argument is a second yield: find it too.
+        self.visit_expr_mut(&mut value);
+        if self.stub {
+            let stub = self.stub_path(span);
+            return quote_spanned!(span=> #stub(#value));
+        }
+        // Hygiene of the attribute, location of the user's `yield_`.
+        let mut co = self.co.clone();
+        co.set_span(co.span().located_at(span));
+        let mut method = self.method.clone();
+        method.set_span(method.span().located_at(span));
+        let call = quote_spanned!(span=> #co.#method(#value).await);
+        let mut group = Group::new(proc_macro2::Delimiter::None, call);
+        group.set_span(span);
+        TokenTree::Group(group).into()
     }
 
-    /// Rewrites a `yield_!` invocation in place, or scans another macro's tokens.
-    fn visit_macro_tokens(&mut self, mac: &mut Macro) {
+    /// Records a `yield_!` where it cannot be awaited in place.
+    fn record(&mut self, span: Span, path: TokenStream, context: Context) {
+        let context = if self.context == Context::Plain {
+            context
+        } else {
+            self.context.clone()
+        };
+        self.sites.push(Site {
+            span,
+            context,
+            error: None,
+            path,
+        });
+    }
+
+    /// Finds `yield_ ! (..)` inside another macro's tokens, which syn does
+    /// not parse: each is recorded. Returns the tokens as they are, or in a
+    /// stub with each `yield_ !` replaced by the placeholder.
+    fn scan(&mut self, tokens: &TokenStream, context: &Context) -> TokenStream {
+        let tokens: Vec<TokenTree> = tokens.clone().into_iter().collect();
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut i = 0;
+        while i < tokens.len() {
+            match (&tokens[i], tokens.get(i + 1)) {
+                (TokenTree::Ident(ident), Some(TokenTree::Punct(bang)))
+                    if ident == "yield_" && bang.as_char() == '!' =>
+                {
+                    self.record(
+                        ident.span(),
+                        TokenTree::Ident(ident.clone()).into(),
+                        context.clone(),
+                    );
+                    if self.stub {
+                        out.extend(self.stub_path(ident.span()));
+                        i += 2;
+                        continue;
+                    }
+                    out.push(tokens[i].clone());
+                }
+                (TokenTree::Group(g), _) => {
+                    let mut inner = Group::new(g.delimiter(), self.scan(&g.stream(), context));
+                    inner.set_span(g.span());
+                    out.push(TokenTree::Group(inner));
+                }
+                (token, _) => out.push(token.clone()),
+            }
+            i += 1;
+        }
+        out.into_iter().collect()
+    }
+
+    /// A macro other than `yield_!`: `with_scope!` with a `yield_!` in its
+    /// block is expanded here (see [`Self::with_scope`]); in any other, a
+    /// `yield_!` is an error.
+    fn other_macro(&mut self, mac: &mut Macro) -> Option<TokenStream> {
+        if !contains_yield(&mac.tokens) {
+            return None;
+        }
+        if is_named(&mac.path, "with_scope") && !self.stub {
+            if let Some(expanded) = self.with_scope(mac) {
+                return Some(expanded);
+            }
+        }
+        let context = if is_named(&mac.path, "with_scope") && self.stub {
+            // Already judged by the real pass; keep the macro, placeholder in.
+            Context::Plain
+        } else {
+            Context::Macro(path_name(&mac.path))
+        };
+        mac.tokens = self.scan(&mac.tokens, &context);
+        None
+    }
+
+    /// `with_scope!(M as x => { .. yield_!(v) .. })` inside a manager fn
+    /// (Python's `async with lock: yield conn`), expanded by the attribute
+    /// itself so that the yield is awaited in place.
+    ///
+    /// Why this nesting is sound: the scope's block becomes an `async`
+    /// block that the scope's `Body` runner polls in place, pinned inside
+    /// the fn's own future, and drops only (a) when it finishes, (b) when a
+    /// deadline of the scope cuts it — which happens only while the fn is
+    /// polled, i.e. inside the generator's `enter` (before it lends: the
+    /// dropped yield future revokes what it published, and the generator
+    /// sees the revocation before it looks at the slot) or its `exit`
+    /// (after the lend ended) — or (c) with the whole fn future, which
+    /// needs the generator back from the body. `runtime/tests/lending.rs`
+    /// runs these paths under Miri.
+    ///
+    /// `None` if the tokens are not a valid `with_scope!` input: the
+    /// caller then reports the `yield_!` as inside a macro.
+    fn with_scope(&mut self, mac: &Macro) -> Option<TokenStream> {
+        let mut input = scope::parse_body(mac.tokens.clone(), self.krate.clone()).ok()?;
+        for manager in &mut input.managers {
+            let mut tokens = manager.expr.to_token_stream();
+            if contains_yield(&tokens) {
+                let _ = self.scan(&tokens, &Context::ManagerList);
+                tokens = quote!(::core::unreachable!());
+                manager.expr = syn::parse2(tokens).ok()?;
+            }
+        }
+        let mut block: syn::Block = syn::parse2(input.block.to_token_stream()).ok()?;
+        self.visit_block_mut(&mut block);
+        let mut group = Group::new(
+            proc_macro2::Delimiter::Brace,
+            block.stmts.iter().map(ToTokens::to_token_stream).collect(),
+        );
+        group.set_span(input.block.span());
+        input.block = group;
+        Some(scope::expand(&input))
+    }
+}
+
+/// Does a token stream contain `yield_ !` anywhere?
+fn contains_yield(tokens: &TokenStream) -> bool {
+    let tokens: Vec<TokenTree> = tokens.clone().into_iter().collect();
+    tokens
+        .iter()
+        .enumerate()
+        .any(|(i, t)| match (t, tokens.get(i + 1)) {
+            (TokenTree::Ident(ident), Some(TokenTree::Punct(bang))) => {
+                ident == "yield_" && bang.as_char() == '!'
+            }
+            (TokenTree::Group(g), _) => contains_yield(&g.stream()),
+            _ => false,
+        })
+}
+
+fn is_named(path: &syn::Path, name: &str) -> bool {
+    path.segments.last().is_some_and(|s| s.ident == name)
+}
+
+fn is_yield(path: &syn::Path) -> bool {
+    is_named(path, "yield_")
+}
+
+/// `pin`, `tokio::select`, ... as written.
+fn path_name(path: &syn::Path) -> String {
+    path.segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// Does an item carry `#[async_context_manager]` (then its yields are its own)?
+fn is_manager_fn(attrs: &[syn::Attribute]) -> bool {
+    attrs
+        .iter()
+        .any(|a| is_named(a.path(), "async_context_manager"))
+}
+
+impl VisitMut for YieldRewriter {
+    fn visit_expr_mut(&mut self, expr: &mut Expr) {
+        if let Expr::Macro(m) = expr {
+            let replacement = if is_yield(&m.mac.path) {
+                Some(self.rewrite(&m.mac))
+            } else {
+                self.other_macro(&mut m.mac)
+            };
+            if let Some(tokens) = replacement {
+                *expr = Expr::Verbatim(tokens);
+            }
+            return;
+        }
+        visit_mut::visit_expr_mut(self, expr);
+    }
+
+    fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
+        if let Stmt::Macro(m) = stmt {
+            let replacement = if is_yield(&m.mac.path) {
+                Some(self.rewrite(&m.mac))
+            } else {
+                self.other_macro(&mut m.mac)
+            };
+            if let Some(tokens) = replacement {
+                *stmt = Stmt::Expr(Expr::Verbatim(tokens), m.semi_token);
+            }
+            return;
+        }
+        visit_mut::visit_stmt_mut(self, stmt);
+    }
+
+    fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        // Macros not in expression or statement position (patterns, types,
+        // items): `yield_!` there is never awaited in place.
         if is_yield(&mac.path) {
             let span = mac
                 .path
                 .segments
                 .last()
                 .map_or_else(Span::call_site, |s| s.ident.span());
-            let path = quote::ToTokens::to_token_stream(&mac.path);
-            mac.tokens = self.rewrite(path, span, &mac.tokens);
-        } else {
-            mac.tokens = self.scan(mac.tokens.clone());
+            self.record(span, mac.path.to_token_stream(), Context::NotExpr);
+        } else if contains_yield(&mac.tokens) {
+            let name = path_name(&mac.path);
+            mac.tokens = self.scan(&mac.tokens, &Context::Macro(name));
         }
-    }
-
-    /// Rewrites `yield_ ! (..)` inside an arbitrary token stream (another
-    /// macro's input), which syn does not parse.
-    fn scan(&mut self, tokens: TokenStream) -> TokenStream {
-        let mut tokens: Vec<TokenTree> = tokens.into_iter().collect();
-        let mut i = 0;
-        while i < tokens.len() {
-            if let (
-                TokenTree::Ident(ident),
-                Some(TokenTree::Punct(bang)),
-                Some(TokenTree::Group(args)),
-            ) = (&tokens[i], tokens.get(i + 1), tokens.get(i + 2))
-            {
-                if ident == "yield_" && bang.as_char() == '!' {
-                    let mut group = Group::new(
-                        args.delimiter(),
-                        self.rewrite(
-                            TokenTree::Ident(ident.clone()).into(),
-                            ident.span(),
-                            &args.stream(),
-                        ),
-                    );
-                    group.set_span(args.span());
-                    tokens[i + 2] = TokenTree::Group(group);
-                    i += 3;
-                    continue;
-                }
-            }
-            if let TokenTree::Group(g) = &tokens[i] {
-                let mut inner = Group::new(g.delimiter(), self.scan(g.stream()));
-                inner.set_span(g.span());
-                tokens[i] = TokenTree::Group(inner);
-            }
-            i += 1;
-        }
-        tokens.into_iter().collect()
-    }
-}
-
-fn is_yield(path: &syn::Path) -> bool {
-    path.segments.last().is_some_and(|s| s.ident == "yield_")
-}
-
-/// Does an item carry `#[async_context_manager]` (then its yields are its own)?
-fn is_manager_fn(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().any(|a| {
-        a.path()
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "async_context_manager")
-    })
-}
-
-impl VisitMut for YieldRewriter {
-    fn visit_macro_mut(&mut self, mac: &mut Macro) {
-        // Every macro invocation (expression, statement, pattern, type, item).
-        self.visit_macro_tokens(mac);
     }
 
     fn visit_expr_closure_mut(&mut self, e: &mut syn::ExprClosure) {

@@ -32,7 +32,7 @@ mod generator;
 mod guard;
 mod manager;
 mod outcome;
-mod pool;
+
 mod scope;
 mod shield;
 mod stats;
@@ -74,4 +74,12 @@ pub mod __private {
     pub use crate::generator::{Co, YieldLend, YieldValue};
     pub use crate::guard::{Detach, Detachable, Guard, InPlace, exit_task};
     pub use crate::scope::Scope;
+
+    /// The placeholder of a `yield_!` in a manager fn that failed to
+    /// compile: its body is kept (type-checked, never run) so that one
+    /// mistake gives one error.
+    #[doc(hidden)]
+    pub fn stub_yield<T>(_value: T) -> crate::Outcome {
+        unreachable!("a stub of an #[async_context_manager] fn that did not compile")
+    }
 }

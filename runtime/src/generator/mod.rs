@@ -1,21 +1,51 @@
-//! The state machine behind `#[async_context_manager]`.
+//! The state machine behind `#[async_context_manager]`, and the pool its
+//! frames come from.
 //!
 //! The attribute turns the fn's body into a future `F` that is handed a
 //! [`Co`] (the yielder). [`Generator`] owns `F` in one heap allocation next
 //! to a *slot*, and drives it:
 //!
-//! * `enter` polls `F` until the yield future has put the yielded value (or a
-//!   pointer to the lent local) into the slot and returned `Pending`;
+//! * `enter` polls `F` until the yield future has published the yielded
+//!   value (or a pointer to the lent local) in the slot and returned
+//!   `Pending`;
 //! * the body runs while `F` stays suspended at that yield;
 //! * `exit` puts the [`Outcome`] into the slot and polls `F` to its end; the
 //!   yield future reads the outcome and `yield_!` evaluates to it.
 //!
-//! The slot lives in the same allocation as `F` and is reached only through
-//! raw pointers derived from that allocation, never through a `Box` that
-//! moves (a moved `Box` is retagged as unique by Stacked Borrows and would
-//! invalidate the pointers into it; `NOTES.md` §2). `F` never moves after
-//! it is written, so pointers into its frame stay valid while it is
-//! suspended.
+//! # The lending invariant
+//!
+//! A `&mut T` (or `&T`) handed to the body points to a local of `F` that
+//! stays alive, unmoved and untouched by `F` for as long as the body holds
+//! it. It rests on four facts, each enforced in one place:
+//!
+//! 1. **The yield future is awaited in place, to completion, in `F`'s own
+//!    frame.** The attribute accepts `yield_!` only in the fn's
+//!    straight-line code (not in a loop, closure, `async` block, nested
+//!    item or another macro's input — `macros/src/yields.rs`,
+//!    `macros/src/valid.rs`) and emits the `.await` itself. So the yield
+//!    future, which holds the local's borrow, is dropped only with `F`.
+//! 2. **Nothing else can build a generator or a yield future.**
+//!    [`Generator::new`] is `unsafe`, with the contract above, and is the
+//!    only source of a [`Co`]; the attribute binds it to a hygienic name
+//!    that user code cannot write, and never hands it to another macro
+//!    (not even a `yield_!` the user's path resolves to).
+//! 3. **`F` is neither polled, moved nor dropped while the body holds the
+//!    lend.** `enter` returns `Value<'a>` where `'a` is the borrow of the
+//!    generator; `exit` and `Drop` need the generator back. `F` lives in
+//!    its own allocation, reached only through raw pointers (never a `Box`
+//!    that moves: NOTES §2), so moving the `Generator` moves no frame.
+//! 4. **Defence in depth, if 1 or 2 were ever broken.** A yield future
+//!    dropped after publishing *revokes* what it published before its
+//!    borrow ends; a lending generator polls `F` once more before lending
+//!    and requires the yield future to *confirm* that `F` is suspended at
+//!    it. `enter` lends only a confirmed pointer, and panics with a clear
+//!    message when the yield future was dropped or leaked mid-publish.
+//!
+//! The `Send` impls follow what crosses threads with the generator: the
+//! future, and the yielded value or the lent local (`T: Send` for `&mut T`,
+//! `T: Sync` for `&T`).
+
+pub(crate) mod pool;
 
 use std::alloc::Layout;
 use std::cell::UnsafeCell;
@@ -25,16 +55,28 @@ use std::pin::Pin;
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::task::{Context, Poll};
 
-use crate::{AsyncContextManager, Outcome, OwnedManager, pool};
+use crate::{AsyncContextManager, Outcome, OwnedManager};
 
-/// How the yielded value reaches the body.
-pub trait YieldMode {
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for super::ByValue<T> {}
+    impl<T: ?Sized> Sealed for super::LendMut<T> {}
+    impl<T: ?Sized> Sealed for super::LendRef<T> {}
+}
+
+/// How the yielded value reaches the body: [`ByValue`], [`LendMut`] or
+/// [`LendRef`] (sealed).
+pub trait YieldMode: sealed::Sealed {
     /// What the slot holds between the yield and `enter` returning.
     type Raw;
     /// What the body binds.
     type Value<'a>
     where
         Self: 'a;
+    /// Whether the body gets a pointer into the generator's frame (which
+    /// `enter` confirms before lending, see the module docs).
+    #[doc(hidden)]
+    const LENDS: bool;
 
     /// Turns the slot's content into the body's value.
     ///
@@ -66,6 +108,7 @@ impl<T> YieldMode for ByValue<T> {
         = T
     where
         Self: 'a;
+    const LENDS: bool = false;
 
     unsafe fn value<'a>(raw: T) -> T
     where
@@ -81,6 +124,7 @@ impl<T: ?Sized> YieldMode for LendMut<T> {
         = &'a mut T
     where
         Self: 'a;
+    const LENDS: bool = true;
 
     unsafe fn value<'a>(raw: NonNull<T>) -> &'a mut T
     where
@@ -88,8 +132,8 @@ impl<T: ?Sized> YieldMode for LendMut<T> {
     {
         // SAFETY: the caller guarantees `raw` comes from a `&mut T` to a
         // local of a generator suspended at its yield for all of `'a`; the
-        // generator holds that `&mut` (in `YieldMut`) across the
-        // suspension, so nothing else reaches the local meanwhile.
+        // yield future holds that `&mut` across the suspension, so nothing
+        // else reaches the local meanwhile.
         unsafe { &mut *raw.as_ptr() }
     }
 }
@@ -100,21 +144,32 @@ impl<T: ?Sized> YieldMode for LendRef<T> {
         = &'a T
     where
         Self: 'a;
+    const LENDS: bool = true;
 
     unsafe fn value<'a>(raw: NonNull<T>) -> &'a T
     where
         Self: 'a,
     {
-        // SAFETY: as for `LendMut`; the generator holds a `&T` across the
-        // suspension, so the local is not mutated meanwhile.
+        // SAFETY: as for `LendMut`; the yield future holds a `&T` across
+        // the suspension, so the local is not mutated meanwhile.
         unsafe { &*raw.as_ptr() }
     }
 }
 
-enum Slot<T> {
+/// What passes between the yield future and the generator.
+enum Slot<R> {
     Empty,
-    Yielded(T),
+    /// The yield future published this and returned `Pending`.
+    Published(R),
+    /// Polled again while published: the fn is suspended at its yield.
+    Confirmed(R),
+    /// `enter` handed the value to the body.
+    Lent,
+    /// The exit's outcome, for the yield future to return.
     Resume(Outcome),
+    /// The yield future was dropped before it returned: what it published
+    /// (if anything) is withdrawn.
+    Revoked,
 }
 
 /// What the generated future returns: `()` for infallible managers,
@@ -152,9 +207,11 @@ pub enum Owned {}
 #[derive(Debug)]
 pub enum Borrowing {}
 
+/// The generator's allocation. `fut` is declared first so that it drops
+/// first: a yield future dropped with it still writes to a live slot.
 struct Inner<F, R> {
-    slot: UnsafeCell<Slot<R>>,
     fut: F,
+    slot: UnsafeCell<Slot<R>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +225,15 @@ enum Phase {
 type Owns<F, Y, O> = (Box<Inner<F, <Y as YieldMode>::Raw>>, Y, O);
 
 /// A manager generated by `#[async_context_manager]`.
+///
+/// Only the attribute builds one; call the generated fn to get a manager,
+/// and enter it with `with_scope!` or an `ExitStack`.
+///
+/// ```compile_fail,E0133
+/// use async_contextlib::generated::{ByValue, Generator};
+/// // Safe code cannot build a generator from its own closure.
+/// let g = Generator::<_, ByValue<u32>>::new("mine", |co| async move { let _ = co; });
+/// ```
 pub struct Generator<F, Y: YieldMode, O = Borrowing> {
     inner: NonNull<Inner<F, Y::Raw>>,
     phase: Phase,
@@ -178,25 +244,31 @@ pub struct Generator<F, Y: YieldMode, O = Borrowing> {
 
 // SAFETY: a `Generator` is the sole owner of its allocation, reached only
 // through `&mut self` or by value, like a `Box<Inner>`. It is `Send` when
-// what it owns is: the future and whatever the slot may hold (the yielded
-// value for `ByValue`, a pointer into the future's own frame for the lending
-// modes, whose pointee moves with the future).
-unsafe impl<F: Send, T: Send> Send for Generator<F, ByValue<T>, Owned> {}
+// what it owns is: the future, and whatever the slot may hold (the yielded
+// value for `ByValue`; for the lending modes a pointer into the future's
+// own frame, whose pointee moves to the other thread with the future and
+// is then used there by the body: `T: Send` for `&mut T`, `T: Sync` for
+// `&T`).
+unsafe impl<F: Send, T: Send, O> Send for Generator<F, ByValue<T>, O> {}
 // SAFETY: as above.
-unsafe impl<F: Send, T: Send> Send for Generator<F, ByValue<T>, Borrowing> {}
-// SAFETY: as above; the lent `&mut T` crosses threads with the body, so `T: Send`.
-unsafe impl<F: Send, T: ?Sized + Send> Send for Generator<F, LendMut<T>, Owned> {}
+unsafe impl<F: Send, T: ?Sized + Send, O> Send for Generator<F, LendMut<T>, O> {}
 // SAFETY: as above.
-unsafe impl<F: Send, T: ?Sized + Send> Send for Generator<F, LendMut<T>, Borrowing> {}
-// SAFETY: as above; a lent `&T` crosses threads, so `T: Sync`.
-unsafe impl<F: Send, T: ?Sized + Sync> Send for Generator<F, LendRef<T>, Owned> {}
-// SAFETY: as above.
-unsafe impl<F: Send, T: ?Sized + Sync> Send for Generator<F, LendRef<T>, Borrowing> {}
+unsafe impl<F: Send, T: ?Sized + Sync, O> Send for Generator<F, LendRef<T>, O> {}
 
 impl<F, Y: YieldMode, O> Generator<F, Y, O> {
-    /// Allocates the generator; `make` builds the fn's future around the
+    /// Allocates the generator and builds the fn's future with its
     /// yielder. Nothing of the fn runs until `enter`.
-    pub fn new<G>(name: &'static str, make: G) -> Self
+    ///
+    /// # Safety
+    ///
+    /// Only code generated by `#[async_context_manager]` calls this. The
+    /// future `make` builds must use its [`Co`] once, through the one
+    /// `yield_!` of the fn, whose future it awaits in place, in the fn's
+    /// own straight-line code: never stored, moved elsewhere, polled by
+    /// anything else, dropped before it returns (other than with the whole
+    /// future) or leaked. See the module docs.
+    #[doc(hidden)]
+    pub unsafe fn new<G>(name: &'static str, make: G) -> Self
     where
         G: FnOnce(Co<Y>) -> F,
     {
@@ -231,7 +303,7 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
         }
         std::mem::forget(dealloc);
         Generator {
-            // SAFETY: `Box::into_raw` never returns null.
+            // SAFETY: `raw` came from an allocation: not null.
             inner: unsafe { NonNull::new_unchecked(raw) },
             phase: Phase::Fresh,
             name,
@@ -239,8 +311,18 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
         }
     }
 
-    /// Polls the fn's future once, then takes what its yield left in the slot.
-    fn resume(&mut self, cx: &mut Context<'_>) -> (Poll<F::Output>, Option<Y::Raw>)
+    /// The slot, for a look between two polls of the future.
+    fn slot(&mut self) -> &mut Slot<Y::Raw> {
+        // SAFETY: the allocation is live and initialised (see `new`). The
+        // slot is only accessed by the yield futures while the generator
+        // polls its future (through `&mut self`) and here, between polls;
+        // no reference to it is alive now.
+        unsafe { &mut *(*self.inner.as_ptr()).slot.get() }
+    }
+
+    /// Polls the fn's future once.
+    #[inline]
+    fn poll_fut(&mut self, cx: &mut Context<'_>) -> Poll<F::Output>
     where
         F: Future,
     {
@@ -252,20 +334,50 @@ impl<F, Y: YieldMode, O> Generator<F, Y, O> {
         // uniqueness over the pointers into its frame that the body may hold
         // between polls — and none is used while we poll.
         let fut = unsafe { Pin::new_unchecked(&mut *addr_of_mut!((*raw).fut)) };
-        let poll = fut.poll(cx);
-        // SAFETY: the slot is only accessed by the yield futures while they
-        // are polled (inside the call above) and here; no reference to it is
-        // alive now.
-        let slot = unsafe { &mut *(*raw).slot.get() };
-        let taken = match std::mem::replace(slot, Slot::Empty) {
-            Slot::Yielded(value) => Some(value),
-            other => {
-                *slot = other;
-                None
-            }
-        };
-        (poll, taken)
+        fut.poll(cx)
     }
+
+    /// One step of `enter`: polls the future, and lends what its yield
+    /// published once it is known to be suspended at that yield.
+    fn poll_enter(&mut self, cx: &mut Context<'_>) -> Poll<Result<Y::Raw, F::Output>>
+    where
+        F: Future,
+    {
+        let mut poll = self.poll_fut(cx);
+        if Y::LENDS && poll.is_pending() && matches!(self.slot(), Slot::Published(_)) {
+            // Defence in depth: poll once more; a yield future awaited in
+            // place sees itself still published and confirms. One dropped
+            // since has revoked; one leaked cannot answer.
+            poll = self.poll_fut(cx);
+        }
+        let slot = self.slot();
+        match (poll, &*slot) {
+            (Poll::Pending, Slot::Confirmed(_)) => {}
+            (Poll::Pending, Slot::Published(_)) if !Y::LENDS => {}
+            (Poll::Pending, Slot::Empty | Slot::Revoked) => return Poll::Pending,
+            (Poll::Ready(output), Slot::Empty | Slot::Revoked) => return Poll::Ready(Err(output)),
+            (_, Slot::Published(_) | Slot::Confirmed(_)) => {
+                *slot = Slot::Revoked;
+                misplaced_yield(self.name)
+            }
+            (_, Slot::Lent | Slot::Resume(_)) => {
+                unreachable!("async-contextlib: generator slot out of step at enter")
+            }
+        }
+        match std::mem::replace(slot, Slot::Lent) {
+            Slot::Published(raw) | Slot::Confirmed(raw) => Poll::Ready(Ok(raw)),
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn misplaced_yield(name: &str) -> ! {
+    panic!(
+        "async-contextlib: the `yield_!` future of `{name}` was not awaited in place (dropped, \
+         leaked or polled outside the fn's own frame); refusing to lend from it"
+    )
 }
 
 impl<F, Y: YieldMode, O> Drop for Generator<F, Y, O> {
@@ -352,8 +464,8 @@ where
             "async-contextlib: `{}` was entered twice; a manager is single-use",
             generator.name
         );
-        match generator.resume(cx) {
-            (Poll::Ready(output), _) => {
+        match std::task::ready!(generator.poll_enter(cx)) {
+            Err(output) => {
                 generator.phase = Phase::Finished;
                 match output.into_result() {
                     Err(error) => Poll::Ready(Err(error)),
@@ -364,17 +476,17 @@ where
                     ),
                 }
             }
-            (Poll::Pending, Some(raw)) => {
+            Ok(raw) => {
                 generator.phase = Phase::Suspended;
                 // The `'a` borrow of the generator now belongs to the value.
                 self.generator = None;
-                // SAFETY: the generator is suspended at its only yield, and
-                // `'a` is the borrow of the generator itself: it cannot be
-                // resumed, moved (it lives in its own allocation) or dropped
-                // until `'a` ends.
+                // SAFETY: the generator's future is suspended at its only
+                // yield, which confirmed it (lending modes), and `'a` is the
+                // borrow of the generator itself: it cannot be polled, moved
+                // (it lives in its own allocation) or dropped until `'a`
+                // ends.
                 Poll::Ready(Ok(unsafe { Y::value::<'a>(raw) }))
             }
-            (Poll::Pending, None) => Poll::Pending,
         }
     }
 }
@@ -398,9 +510,7 @@ where
         match generator.phase {
             Phase::Suspended => {
                 let outcome = this.outcome.take().unwrap_or(Outcome::Cancelled);
-                let raw = generator.inner.as_ptr();
-                // SAFETY: no reference to the slot is alive; see `resume`.
-                unsafe { *(*raw).slot.get() = Slot::Resume(outcome) };
+                *generator.slot() = Slot::Resume(outcome);
                 generator.phase = Phase::Exiting;
             }
             // A previous exit future was dropped part-way: resume it (the
@@ -412,7 +522,7 @@ where
                 generator.name
             ),
         }
-        match generator.resume(cx).0 {
+        match generator.poll_fut(cx) {
             Poll::Ready(output) => {
                 generator.phase = Phase::Finished;
                 Poll::Ready(output.into_result())
@@ -429,12 +539,21 @@ pub struct Co<Y: YieldMode> {
     _mode: PhantomData<Y>,
 }
 
-// SAFETY: `Co` is a pointer into the generator's own allocation, used only
-// while the generator's future is polled through `&mut Generator`. Whether
-// the whole is `Send` is decided by `Generator`'s impls.
-unsafe impl<Y: YieldMode> Send for Co<Y> {}
-// SAFETY: as above; `Co` has no `&self` methods.
-unsafe impl<Y: YieldMode> Sync for Co<Y> {}
+// A `Co` exists only inside the future `Generator::new` (unsafe) builds,
+// bound to a hygienic name user code cannot write, so its methods need not
+// be `unsafe` themselves.
+//
+// SAFETY: `Co` is a pointer into the generator's own allocation; all it can
+// do is make the yield future, which moves the yielded value (or the lent
+// local's pointer) into the slot — so it may cross threads, inside the
+// generator's future, exactly when that value may. It has no `&self`
+// methods, and is deliberately not `Sync`.
+unsafe impl<T: Send> Send for Co<ByValue<T>> {}
+// SAFETY: as above; the lent `&mut T` reaches the body on whichever thread
+// the generator is entered.
+unsafe impl<T: ?Sized + Send> Send for Co<LendMut<T>> {}
+// SAFETY: as above, for a shared borrow.
+unsafe impl<T: ?Sized + Sync> Send for Co<LendRef<T>> {}
 
 impl<Y: YieldMode> std::fmt::Debug for Co<Y> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -444,20 +563,24 @@ impl<Y: YieldMode> std::fmt::Debug for Co<Y> {
 
 impl<T> Co<ByValue<T>> {
     /// `yield_!(value)` for `-> T`.
+    #[doc(hidden)]
     pub fn yield_value(self, value: T) -> YieldValue<T> {
         YieldValue {
             slot: self.slot,
             value: Some(value),
+            state: State::Start,
         }
     }
 }
 
 impl<T: ?Sized> Co<LendMut<T>> {
     /// `yield_!(&mut local)` for `-> &mut T`.
+    #[doc(hidden)]
     pub fn lend_mut(self, value: &mut T) -> YieldLend<'_, T, LendMut<T>> {
         YieldLend {
             slot: self.slot,
-            ptr: Some(NonNull::from(value)),
+            ptr: NonNull::from(value),
+            state: State::Start,
             _borrow: PhantomData,
         }
     }
@@ -465,30 +588,79 @@ impl<T: ?Sized> Co<LendMut<T>> {
 
 impl<T: ?Sized> Co<LendRef<T>> {
     /// `yield_!(&local)` for `-> &T`.
+    #[doc(hidden)]
     pub fn lend_ref(self, value: &T) -> YieldLend<'_, T, LendRef<T>> {
         YieldLend {
             slot: self.slot,
-            ptr: Some(NonNull::from(value)),
+            ptr: NonNull::from(value),
+            state: State::Start,
             _borrow: PhantomData,
         }
     }
 }
 
-/// Reads the outcome the exit put in the slot, if it is there.
+/// Where a yield future is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Start,
+    /// Published; waiting for the exit's outcome.
+    Waiting,
+    Done,
+}
+
+/// One poll of a yield future: publish on the first poll, confirm while
+/// published, return the outcome once the exit left it.
 ///
 /// # Safety
 ///
-/// `slot` points into a live generator that is polling us.
-unsafe fn take_outcome<R>(slot: *const UnsafeCell<Slot<R>>) -> Poll<Outcome> {
+/// `slot` points into the live generator that is polling its future (the
+/// yield future's contract, see [`Generator::new`]).
+unsafe fn poll_yield<R>(
+    slot: *const UnsafeCell<Slot<R>>,
+    state: &mut State,
+    publish: impl FnOnce() -> R,
+) -> Poll<Outcome> {
     // SAFETY: per the caller; no other reference to the slot is alive while
     // the generator's future is polled.
     let slot = unsafe { &mut *(*slot).get() };
-    match std::mem::replace(slot, Slot::Empty) {
-        Slot::Resume(outcome) => Poll::Ready(outcome),
-        other => {
-            *slot = other;
+    match *state {
+        State::Start => {
+            *slot = Slot::Published(publish());
+            *state = State::Waiting;
+            // No waker: the generator looks at the slot right after this
+            // poll returns, and the exit polls us again.
             Poll::Pending
         }
+        State::Waiting => match std::mem::replace(slot, Slot::Empty) {
+            Slot::Resume(outcome) => {
+                *state = State::Done;
+                Poll::Ready(outcome)
+            }
+            Slot::Published(raw) => {
+                *slot = Slot::Confirmed(raw);
+                Poll::Pending
+            }
+            other => {
+                *slot = other;
+                Poll::Pending
+            }
+        },
+        State::Done => panic!("async-contextlib: yield_! polled after it returned"),
+    }
+}
+
+/// Withdraws what a yield future published, if it is dropped before it
+/// returned (see the module docs).
+///
+/// # Safety
+///
+/// As for [`poll_yield`]: `slot` points into the live generator.
+unsafe fn revoke<R>(slot: *const UnsafeCell<Slot<R>>, state: State) {
+    if state == State::Waiting {
+        // SAFETY: per the caller; the generator's future (which owns us) is
+        // being dropped or polled, and the slot outlives it (`Inner`).
+        let slot = unsafe { &mut *(*slot).get() };
+        *slot = Slot::Revoked;
     }
 }
 
@@ -500,26 +672,32 @@ unsafe fn take_outcome<R>(slot: *const UnsafeCell<Slot<R>>) -> Poll<Outcome> {
 pub struct YieldValue<T> {
     slot: *const UnsafeCell<Slot<T>>,
     value: Option<T>,
+    state: State,
 }
 
-// SAFETY: holds a `T` and a pointer into the generator that polls it.
+// SAFETY: holds a `T` and a pointer into the generator that polls it; not
+// `Sync` (no `&self` use is needed).
 unsafe impl<T: Send> Send for YieldValue<T> {}
-// SAFETY: no `&self` access.
-unsafe impl<T> Sync for YieldValue<T> {}
 impl<T> Unpin for YieldValue<T> {}
 
 impl<T> Future for YieldValue<T> {
     type Output = Outcome;
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
-        if let Some(value) = self.value.take() {
-            // SAFETY: only the generator owning the slot polls this future.
-            unsafe { *(*self.slot).get() = Slot::Yielded(value) };
-            // No waker: `Generator::resume` looks at the slot right after
-            // this poll returns, and the exit polls us again.
-            return Poll::Pending;
+        let this = &mut *self;
+        let value = &mut this.value;
+        // SAFETY: only the generator owning the slot polls this future.
+        unsafe {
+            poll_yield(this.slot, &mut this.state, || {
+                value.take().expect("published once")
+            })
         }
-        // SAFETY: as above.
-        unsafe { take_outcome(self.slot) }
+    }
+}
+
+impl<T> Drop for YieldValue<T> {
+    fn drop(&mut self) {
+        // SAFETY: only the generator owning the slot holds this future.
+        unsafe { revoke(self.slot, self.state) };
     }
 }
 
@@ -531,28 +709,32 @@ impl<T> Future for YieldValue<T> {
 )]
 pub struct YieldLend<'b, T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> {
     slot: *const UnsafeCell<Slot<NonNull<T>>>,
-    ptr: Option<NonNull<T>>,
+    ptr: NonNull<T>,
+    state: State,
     _borrow: PhantomData<(&'b mut T, Y)>,
 }
 
 // SAFETY: semantically a `&'b mut T` (or `&'b T`) plus a pointer into the
-// generator that polls it.
+// generator that polls it; not `Sync` (no `&self` use is needed).
 unsafe impl<T: ?Sized + Send> Send for YieldLend<'_, T, LendMut<T>> {}
 // SAFETY: as above.
 unsafe impl<T: ?Sized + Sync> Send for YieldLend<'_, T, LendRef<T>> {}
-// SAFETY: no `&self` access.
-unsafe impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Sync for YieldLend<'_, T, Y> {}
 impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Unpin for YieldLend<'_, T, Y> {}
 
 impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Future for YieldLend<'_, T, Y> {
     type Output = Outcome;
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
-        if let Some(ptr) = self.ptr.take() {
-            // SAFETY: only the generator owning the slot polls this future.
-            unsafe { *(*self.slot).get() = Slot::Yielded(ptr) };
-            return Poll::Pending;
-        }
-        // SAFETY: as above.
-        unsafe { take_outcome(self.slot) }
+        let this = &mut *self;
+        let ptr = this.ptr;
+        // SAFETY: only the generator owning the slot polls this future.
+        unsafe { poll_yield(this.slot, &mut this.state, || ptr) }
+    }
+}
+
+impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Drop for YieldLend<'_, T, Y> {
+    fn drop(&mut self) {
+        // SAFETY: only the generator owning the slot holds this future; the
+        // revoke happens before the borrow `'b` of the local ends.
+        unsafe { revoke(self.slot, self.state) };
     }
 }
