@@ -10,6 +10,9 @@
     unused_braces
 )]
 #![deny(clippy::all)]
+// The expansion's one `unsafe` block (around `Generator::new`) does not
+// trip a user's `forbid(unsafe_code)`.
+#![forbid(unsafe_code)]
 #![allow(dead_code)]
 
 mod core {}

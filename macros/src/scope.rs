@@ -29,6 +29,10 @@ pub(crate) struct Input {
     krate: TokenStream,
     pub(crate) managers: Vec<Manager>,
     pub(crate) block: Group,
+    /// Inside a manager fn, for a block with a `yield_!` in it: the local
+    /// the yield stores its outcome in (see `yields.rs`), which the scope's
+    /// managers then see if the block itself ended well.
+    pub(crate) yielded: Option<Ident>,
 }
 
 /// The macro's entry.
@@ -83,6 +87,7 @@ pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<
         krate,
         managers,
         block,
+        yielded: None,
     })
 }
 
@@ -286,11 +291,34 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
     });
     let block = &input.block;
     let result = Ident::new("__acm_r", Span::mixed_site());
-    let mut inner = quote_spanned! {block.span()=>
-        #scope.body(
-            async { #(#moves)* #block_tokens },
-            |#result| (&&&&#krate::__private::Classify(#result)).__acm_outcome(),
-        ).await;
+    let outcome = Ident::new("__acm_o", Span::mixed_site());
+    let classify = quote_spanned! {block.span()=>
+        (&&&&#krate::__private::Classify(&#result)).__acm_outcome()
+    };
+    let mut inner = if let Some(yielded) = &input.yielded {
+        let value = Ident::new("__acm_value", Span::mixed_site());
+        let seen = Ident::new("__acm_seen", Span::mixed_site());
+        quote_spanned! {block.span()=>
+            #scope.body(
+                async {
+                    let mut #yielded: ::core::option::Option<#krate::Outcome> =
+                        ::core::option::Option::None;
+                    let #value = async { #(#moves)* #block_tokens }.await;
+                    (#value, #yielded)
+                },
+                |(#result, #seen)| {
+                    let #outcome = #classify;
+                    (#result, #krate::__private::after_yield(#outcome, #seen))
+                },
+            ).await;
+        }
+    } else {
+        quote_spanned! {block.span()=>
+            #scope.body(
+                async { #(#moves)* #block_tokens },
+                |#result| { let #outcome = #classify; (#result, #outcome) },
+            ).await;
+        }
     };
     for (i, manager) in input.managers.iter().enumerate().rev() {
         inner = expand_manager(krate, &scope, i, manager, &inner);

@@ -52,6 +52,9 @@ pub(crate) struct YieldRewriter {
     /// placeholder, so the rest of the body still type-checks (one
     /// mistake, one error) and its imports stay used.
     stub: bool,
+    /// The `with_scope!` blocks (inside the fn) the visitor is in: locals a
+    /// yield stores its outcome in, for those scopes' managers.
+    yielded: Vec<Ident>,
     context: Context,
     pub(crate) sites: Vec<Site>,
 }
@@ -63,6 +66,7 @@ impl YieldRewriter {
             method: Ident::new(method, Span::mixed_site()),
             krate,
             stub: false,
+            yielded: Vec::new(),
             context: Context::Plain,
             sites: Vec::new(),
         }
@@ -136,7 +140,19 @@ impl YieldRewriter {
         co.set_span(co.span().located_at(span));
         let mut method = self.method.clone();
         method.set_span(method.span().located_at(span));
-        let call = quote_spanned!(span=> #co.#method(#value).await);
+        let call = if self.yielded.is_empty() {
+            quote_spanned!(span=> #co.#method(#value).await)
+        } else {
+            // In `with_scope!` blocks: the enclosing scopes' managers see
+            // the outcome too (`__private::after_yield`).
+            let slots = &self.yielded;
+            let outcome = Ident::new("__acm_outcome", Span::mixed_site());
+            quote_spanned! {span=> {
+                let #outcome = #co.#method(#value).await;
+                #( #slots = ::core::option::Option::Some(::core::clone::Clone::clone(&#outcome)); )*
+                #outcome
+            }}
+        };
         let mut group = Group::new(proc_macro2::Delimiter::None, call);
         group.set_span(span);
         TokenTree::Group(group).into()
@@ -243,7 +259,15 @@ impl YieldRewriter {
             }
         }
         let mut block: syn::Block = syn::parse2(input.block.to_token_stream()).ok()?;
+        let slot = quote::format_ident!(
+            "__acm_yielded{}",
+            self.yielded.len(),
+            span = Span::mixed_site()
+        );
+        self.yielded.push(slot.clone());
         self.visit_block_mut(&mut block);
+        self.yielded.pop();
+        input.yielded = Some(slot);
         let mut group = Group::new(
             proc_macro2::Delimiter::Brace,
             block.stmts.iter().map(ToTokens::to_token_stream).collect(),

@@ -75,6 +75,19 @@ pub mod __private {
     pub use crate::guard::{Detach, Detachable, Guard, InPlace, exit_task};
     pub use crate::scope::Scope;
 
+    /// The outcome the managers of a `with_scope!` inside a manager fn see
+    /// when its block yielded: the block's own, or — if the block ended
+    /// well — the one its `yield_!` returned (Python: the exception thrown
+    /// into the generator propagates through its `async with`).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn after_yield(own: crate::Outcome, yielded: Option<crate::Outcome>) -> crate::Outcome {
+        match (own, yielded) {
+            (crate::Outcome::Success, Some(yielded)) => yielded,
+            (own, _) => own,
+        }
+    }
+
     /// The placeholder of a `yield_!` in a manager fn that failed to
     /// compile: its body is kept (type-checked, never run) so that one
     /// mistake gives one error.

@@ -117,7 +117,8 @@ impl<R> Scope<R> {
         }
     }
 
-    /// Runs the scope's block; `classify` reads its value as an [`Outcome`].
+    /// Runs the scope's block; `classify` turns its output into the
+    /// scope's value and the [`Outcome`] the exits see.
     #[inline]
     pub fn body<B, K>(
         &mut self,
@@ -125,8 +126,8 @@ impl<R> Scope<R> {
         classify: K,
     ) -> impl Future<Output = ()> + use<'_, R, B, K>
     where
-        B: Future<Output = R>,
-        K: FnOnce(&R) -> Outcome,
+        B: Future,
+        K: FnOnce(B::Output) -> (R, Outcome),
     {
         let addr = self.addr();
         let active = self.active;
@@ -346,8 +347,8 @@ pin_project! {
 
 impl<R, B, K> Future for Body<'_, R, B, K>
 where
-    B: Future<Output = R>,
-    K: FnOnce(&R) -> Outcome,
+    B: Future,
+    K: FnOnce(B::Output) -> (R, Outcome),
 {
     type Output = ();
 
@@ -356,9 +357,10 @@ where
         let this = self.project();
         let scope = &mut **this.scope;
         match ready!(this.bounded.poll_bounded(cx)) {
-            Bound::Done(Ok(value)) => {
+            Bound::Done(Ok(output)) => {
                 let classify = this.classify.take().expect("body finished twice");
-                scope.outcome = classify(&value);
+                let (value, outcome) = classify(output);
+                scope.outcome = outcome;
                 scope.result = Some(value);
             }
             Bound::Done(Err(payload)) => scope.panicked(payload, "the scope's block"),

@@ -1,0 +1,340 @@
+//! The lending invariant under attack, small enough for Miri (stacked and
+//! tree borrows): `cargo +nightly miri test -p async-contextlib-runtime
+//! --tests`.
+//!
+//! Safe code can no longer reach the building blocks (`tests/ui`:
+//! `generator-new-is-unsafe.rs`, `yielder-is-hygienic.rs`,
+//! `yield-in-*-macro.rs`). What remains is tested here:
+//!
+//! * the defences, driven through the `unsafe` constructor the way a
+//!   misbehaving expansion would: a yield future dropped after publishing
+//!   (revoked, nothing lent), one leaked with `mem::forget` after publishing
+//!   and its local freed (the confirmation poll catches it: a clean panic,
+//!   no dangling `&mut`);
+//! * the one nesting the attribute accepts: `yield_!` in a `with_scope!`
+//!   block, including a deadline that cuts the block right after it
+//!   published;
+//! * generators crossing threads between enter and exit;
+//! * `enter` / `exit` called by hand in odd orders.
+
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use async_contextlib::generated::{Generator, LendMut};
+use async_contextlib::{
+    AsyncContextManager, Outcome, async_context_manager, nullcontext, with_scope, yield_,
+};
+use futures_executor::block_on;
+
+/// Polls `fut` once with a no-op waker.
+fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------ defences
+
+#[test]
+fn a_yield_future_dropped_after_publishing_lends_nothing() {
+    // What a broken expansion might do: publish, drop the yield future,
+    // free the local, suspend elsewhere.
+    // SAFETY: deliberately breaks `Generator::new`'s contract, to check
+    // that the defence keeps it from becoming a dangling lend.
+    let mut generator = unsafe {
+        Generator::<_, LendMut<String>>::new("dropped_yield", |co| async move {
+            let mut local = String::from("freed");
+            {
+                let mut lend = pin!(co.lend_mut(&mut local));
+                assert!(poll_once(lend.as_mut()).is_pending());
+            } // the yield future is dropped here: it revokes
+            drop(local);
+            std::future::pending::<()>().await;
+        })
+    };
+    let mut enter = pin!(generator.enter());
+    for _ in 0..3 {
+        assert!(
+            poll_once(enter.as_mut()).is_pending(),
+            "nothing may be lent"
+        );
+    }
+}
+
+#[test]
+fn a_yield_future_leaked_after_publishing_is_caught_before_lending() {
+    // SAFETY: deliberately breaks `Generator::new`'s contract, to check
+    // that the confirmation poll refuses to lend.
+    let mut generator = unsafe {
+        Generator::<_, LendMut<String>>::new("leaked_yield", |co| async move {
+            let mut local = String::from("freed");
+            // Leaked in place (`ManuallyDrop` rather than a forgotten box,
+            // so that Miri's leak check stays meaningful): it never revokes.
+            let mut lend = ManuallyDrop::new(co.lend_mut(&mut local));
+            assert!(poll_once(Pin::new(&mut *lend)).is_pending());
+            drop(local); // the published pointer now dangles
+            std::future::pending::<()>().await;
+        })
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut enter = pin!(generator.enter());
+        let _ = poll_once(enter.as_mut());
+    }));
+    let text = panic_text(&*result.expect_err("enter must refuse to lend"));
+    assert!(
+        text.contains("`leaked_yield`") && text.contains("not awaited in place"),
+        "{text}"
+    );
+    // The generator can still be dropped.
+    drop(generator);
+}
+
+#[test]
+fn a_yield_future_that_finishes_the_fn_while_published_is_caught() {
+    // SAFETY: deliberately breaks the contract: the fn returns while its
+    // (leaked) yield future has published.
+    let mut generator = unsafe {
+        Generator::<_, LendMut<u32>>::new("returned_while_published", |co| async move {
+            let mut local = 5;
+            let mut lend = ManuallyDrop::new(co.lend_mut(&mut local));
+            assert!(poll_once(Pin::new(&mut *lend)).is_pending());
+        })
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut enter = pin!(generator.enter());
+        let _ = poll_once(enter.as_mut());
+    }));
+    assert!(panic_text(&*result.unwrap_err()).contains("not awaited in place"));
+}
+
+// ---------------------------------------------- yield_! in a with_scope! block
+
+#[async_context_manager]
+async fn recorded(log: Arc<Mutex<Vec<String>>>, name: &'static str) -> &mut String {
+    let mut value = format!("{name}-value");
+    log.lock().unwrap().push(format!("{name} enter"));
+    let outcome = yield_!(&mut value);
+    log.lock()
+        .unwrap()
+        .push(format!("{name} exit {} {value}", outcome.label()));
+}
+
+#[async_context_manager]
+async fn holds_inner(log: Arc<Mutex<Vec<String>>>) -> &mut String {
+    // Python's `async with inner() as v: yield v`.
+    with_scope!(recorded(log.clone(), "inner") as inner => {
+        inner.push_str("+outer");
+        let outcome = yield_!(inner);
+        log.lock().unwrap().push(format!("outer resumed {}", outcome.label()));
+    });
+}
+
+#[test]
+fn yield_in_a_with_scope_block_lends_the_inner_value() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    block_on(async {
+        with_scope!(holds_inner(log.clone()) as v => {
+            assert_eq!(v, "inner-value+outer");
+            v.push_str("+body");
+        });
+    });
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "inner enter",
+            "outer resumed success",
+            "inner exit success inner-value+outer+body",
+        ]
+    );
+}
+
+#[test]
+fn yield_in_a_with_scope_block_outcome_and_panic() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        block_on(async {
+            with_scope!(holds_inner(log.clone()) as v => {
+                v.clear();
+                if !v.is_empty() {
+                    return;
+                }
+                panic!("body")
+            });
+        });
+    }));
+    assert_eq!(panic_text(&*result.unwrap_err()), "body");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "inner enter",
+            "outer resumed panicked",
+            "inner exit panicked ",
+        ]
+    );
+}
+
+#[async_context_manager]
+async fn cut_after_publishing(log: Arc<Mutex<Vec<String>>>) -> Result<&mut u32, String> {
+    // On a paused clock the block's sleep and the deadline fire together:
+    // the scope polls its block first (which publishes), then sees the
+    // deadline and drops the block — with the yield future in it, which
+    // revokes before the generator looks at the slot.
+    let limit = std::time::Duration::from_millis(10);
+    let r: Result<(), async_contextlib::Elapsed> = with_scope!(
+        async_contextlib::timeout(limit),
+        nullcontext(7_u32) as n => {
+            let mut n = n;
+            tokio::time::sleep(limit).await;
+            let _ = yield_!(&mut n);
+            log.lock().unwrap().push("unreachable".into());
+            Ok(())
+        }
+    );
+    log.lock()
+        .unwrap()
+        .push(format!("scope ended, cut: {}", r.is_err()));
+    r.map_err(|e| e.to_string())?;
+}
+
+#[test]
+fn a_deadline_that_cuts_a_published_yield_lends_nothing() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let r: Result<u32, String> = rt.block_on(async {
+        with_scope!(cut_after_publishing(log.clone()) as n => {
+            Ok(*n)
+        })
+    });
+    assert_eq!(r, Err("scope timed out after 10ms".into()));
+    assert_eq!(*log.lock().unwrap(), ["scope ended, cut: true"]);
+}
+
+// ------------------------------------------------------ crossing threads
+
+#[async_context_manager]
+async fn lend_string(seen: Arc<Mutex<String>>) -> &mut String {
+    let mut s = String::from("a");
+    yield_!(&mut s);
+    s.push('c');
+    *seen.lock().unwrap() = s;
+}
+
+/// Returns `Pending` once, waking itself.
+async fn suspend() {
+    let mut done = false;
+    std::future::poll_fn(|cx| {
+        if done {
+            Poll::Ready(())
+        } else {
+            done = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[test]
+fn a_scope_moves_to_another_thread_mid_body() {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let scope = {
+        let seen = seen.clone();
+        async move {
+            with_scope!(lend_string(seen) as s => {
+                suspend().await;
+                s.push('b');
+            });
+        }
+    };
+    let mut scope = Box::pin(scope);
+    assert!(poll_once(scope.as_mut()).is_pending(), "suspended mid-body");
+    std::thread::spawn(move || block_on(scope)).join().unwrap();
+    assert_eq!(*seen.lock().unwrap(), "abc");
+}
+
+#[test]
+fn a_generator_entered_on_one_thread_exits_on_another() {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut generator = lend_string(seen.clone());
+    block_on(async {
+        generator.enter().await.unwrap().push('b');
+    });
+    std::thread::spawn(move || block_on(generator.exit(Outcome::Success)).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), "abc");
+}
+
+// ------------------------------------------------------- odd orders by hand
+
+#[test]
+fn exit_before_enter_panics_cleanly() {
+    let mut generator = lend_string(Arc::default());
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        block_on(generator.exit(Outcome::Success))
+    }));
+    assert!(panic_text(&*result.unwrap_err()).contains("exited before it was entered"));
+}
+
+#[test]
+fn enter_twice_panics_cleanly() {
+    let mut generator = lend_string(Arc::default());
+    block_on(async {
+        let _ = generator.enter().await.unwrap();
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| block_on(generator.enter()).map(|_| ())));
+    assert!(panic_text(&*result.unwrap_err()).contains("entered twice"));
+}
+
+#[async_context_manager]
+async fn slow_enter(seen: Arc<Mutex<String>>) -> &mut String {
+    let mut s = String::from("x");
+    suspend().await;
+    suspend().await;
+    yield_!(&mut s);
+    *seen.lock().unwrap() = s;
+}
+
+#[test]
+fn an_enter_dropped_midway_resumes_on_the_next_enter() {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut generator = slow_enter(seen.clone());
+    {
+        let mut enter = pin!(generator.enter());
+        assert!(poll_once(enter.as_mut()).is_pending());
+    }
+    block_on(async {
+        generator.enter().await.unwrap().push('y');
+        generator.exit(Outcome::Success).await.unwrap();
+        // Exiting a finished generator does nothing.
+        generator.exit(Outcome::Cancelled).await.unwrap();
+    });
+    assert_eq!(*seen.lock().unwrap(), "xy");
+}
+
+#[test]
+fn entered_and_dropped_without_exit_drops_the_frame_once() {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut generator = lend_string(seen.clone());
+    block_on(async {
+        generator.enter().await.unwrap().push('b');
+    });
+    drop(generator);
+    // The exit never ran: nothing was recorded, and Miri checks the frame
+    // (with the lent local) was freed exactly once.
+    assert_eq!(*seen.lock().unwrap(), "");
+}
