@@ -112,10 +112,12 @@ fn borrowing_cancelled_mid_exit_finishes_in_place_on_multi_thread() {
     });
 }
 
+/// Issue 8 (case 9): on a current-thread runtime — `#[tokio::test]`'s
+/// default — an exit that needs no reactor (returning a connection,
+/// releasing a lock) runs in place to completion, before the drop returns.
 #[test]
-fn borrowing_exit_is_abandoned_reported_and_counted_on_current_thread() {
+fn borrowing_exits_needing_no_reactor_finish_in_place_on_current_thread() {
     let _l = stats_lock();
-    let (_sub, events) = capture();
     current_thread().block_on(async {
         let before = stats();
         let probe = Probe::new();
@@ -127,31 +129,74 @@ fn borrowing_exit_is_abandoned_reported_and_counted_on_current_thread() {
             });
             assert!(poll!(fut.as_mut()).is_pending());
             drop(fut);
+            // No await since the drop: both exits already ran.
+            assert_eq!(probe.exited(), 2);
         }
-        drain().await;
-        assert_eq!(probe.entered(), 2);
-        assert_eq!(probe.exit_started(), 0, "an abandoned exit does not run");
+        assert_eq!(probe.log(), ["gen-borrow:cancelled", "hand-borrow:cancelled"]);
         let after = stats();
-        assert_eq!(after.abandoned - before.abandoned, 2);
-        assert_eq!(after.entered - before.entered, 2);
-        assert_eq!(after.exited - before.exited, 0);
-        assert_eq!(after.active, before.active, "abandoned managers are no longer active");
+        assert_eq!(after.abandoned - before.abandoned, 0);
+        assert_eq!(after.exited - before.exited, 2);
+        assert_eq!(after.active, before.active);
     });
-    for name in ["hand-borrow", "driver_util::gen_borrowing"] {
-        assert!(
-            events
-                .find(tracing::Level::ERROR, &[name, "abandoned"])
-                .is_some(),
-            "no error event naming {name}: {:#?}",
-            events.all()
-        );
-    }
 }
 
-/// Owned exits around an abandoned borrowing one still run, in order.
+/// One that waits on the runtime's own timer cannot progress while its
+/// thread finishes it in place: it is abandoned at the in-place limit,
+/// reported with the fix, counted, and no longer active.
 #[test]
-fn owned_exits_still_run_around_an_abandoned_one_on_current_thread() {
+fn borrowing_exit_waiting_on_its_own_runtime_is_abandoned_at_the_limit_on_current_thread() {
     let _l = stats_lock();
+    let (_sub, events) = capture();
+    let limit = async_contextlib::in_place_limit();
+    async_contextlib::set_in_place_limit(Duration::from_millis(50));
+    current_thread().block_on(async {
+        let before = stats();
+        let probe = Probe::new();
+        {
+            let p = &*probe;
+            let mut fut = Box::pin(async move {
+                with_scope!(Borrowing { id: "hand-borrow", probe: p, work: sleep_ms(60_000) } => {
+                    forever().await
+                })
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            let started = std::time::Instant::now();
+            drop(fut);
+            assert!(started.elapsed() < Duration::from_secs(5), "bounded");
+        }
+        drain().await;
+        assert_eq!(probe.exit_started(), 1);
+        assert_eq!(probe.exited(), 0);
+        let after = stats();
+        assert_eq!(after.abandoned - before.abandoned, 1);
+        assert_eq!(
+            after.active, before.active,
+            "abandoned managers are no longer active"
+        );
+    });
+    async_contextlib::set_in_place_limit(limit);
+    assert!(
+        events
+            .find(
+                tracing::Level::ERROR,
+                &["hand-borrow", "abandoned", "make the manager owned"]
+            )
+            .is_some(),
+        "no error event naming hand-borrow: {:#?}",
+        events.all()
+    );
+}
+
+/// Owned exits around a borrowing one on a current-thread runtime: the
+/// inner owned exit waits on this thread's timer, so it cannot finish
+/// before the borrowing one must; past the limit it goes on detached (not
+/// lost), the borrowing one runs, then the outer owned one. Nothing is
+/// abandoned or lost.
+#[test]
+fn owned_exits_around_a_borrowing_one_all_run_on_current_thread() {
+    let _l = stats_lock();
+    let limit = async_contextlib::in_place_limit();
+    async_contextlib::set_in_place_limit(Duration::from_millis(50));
     current_thread().block_on(async {
         let before = stats();
         let probe = Probe::new();
@@ -166,7 +211,12 @@ fn owned_exits_still_run_around_an_abandoned_one_on_current_thread() {
             drop(fut);
         }
         drain().await;
-        assert_eq!(probe.log(), ["c:cancelled", "a:cancelled"]);
-        assert_eq!(stats().abandoned - before.abandoned, 1);
+        assert_eq!(probe.log(), ["c:cancelled", "b:cancelled", "a:cancelled"]);
+        assert_eq!(probe.exited(), 3);
+        let after = stats();
+        assert_eq!(after.abandoned - before.abandoned, 0);
+        assert_eq!(after.lost - before.lost, 0);
+        assert_eq!(after.active, before.active);
     });
+    async_contextlib::set_in_place_limit(limit);
 }

@@ -24,30 +24,32 @@
 )]
 #![doc(test(no_crate_inject, attr(deny(warnings))))]
 
-mod adapters;
-mod diag;
-mod dispatch;
+// The four subsystems (see each folder's `mod.rs`), lowest first: the exit
+// driver with its counters and diagnostics; the generator and its pool; the
+// scope machinery; the library's own managers. The trait and `Outcome`
+// stay at the root.
 mod driver;
 mod generator;
-mod guard;
+mod managers;
+mod scope;
+
 mod manager;
 mod outcome;
-
-mod scope;
-mod shield;
-mod stats;
-mod step;
 pub mod testing;
-mod timeout;
 
-pub use adapters::{AsyncClose, Closing, FromSync, NullContext, closing, from_sync, nullcontext};
-pub use diag::{set_slow_exit_limit, slow_exit_limit};
-pub use driver::{StillPending, drain, drain_timeout};
+pub use driver::diag::{set_slow_exit_limit, slow_exit_limit};
+pub use driver::{
+    Stats, StillPending, drain, drain_timeout, in_place_limit, set_in_place_limit, stats,
+};
 pub use manager::{AsyncContextManager, Deadline, OwnedManager};
+pub use managers::adapters::{
+    AsyncClose, Closing, FromSync, NullContext, closing, from_sync, nullcontext,
+};
+pub use managers::shield::{Shield, shield};
+pub use managers::timeout::{
+    Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
+};
 pub use outcome::{Failure, Outcome, Panic};
-pub use shield::{Shield, shield};
-pub use stats::{Stats, stats};
-pub use timeout::{Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout};
 
 /// The types `#[async_context_manager]` fns return.
 ///
@@ -65,15 +67,15 @@ pub mod generated {
 /// `__private`.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::dispatch::{
+    pub use crate::driver::Job;
+    pub use crate::generator::{Co, YieldLend, YieldValue};
+    pub use crate::scope::Scope;
+    pub use crate::scope::dispatch::{
         Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque, ClassifyOther, Describe,
         DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
         RaiseFrom, RaiseNever,
     };
-    pub use crate::driver::Job;
-    pub use crate::generator::{Co, YieldLend, YieldValue};
-    pub use crate::guard::{Detach, Detachable, Guard, InPlace, exit_task};
-    pub use crate::scope::Scope;
+    pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
 
     /// The outcome the managers of a `with_scope!` inside a manager fn see
     /// when its block yielded: the block's own, or — if the block ended

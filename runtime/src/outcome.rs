@@ -4,6 +4,9 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+/// A caught panic's payload, to resume once every exit has run.
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
 /// How the body of a scope ended, as its managers' exits see it.
 ///
 /// `Outcome` is owned, `'static`, `Send + Sync` and cheap to clone; on the

@@ -112,12 +112,68 @@ pub(crate) fn report_exit_error(name: &'static str, context: &'static str, messa
     );
 }
 
-/// An exit that could not run at all.
+/// An exit that could not run (or finish) in place.
 #[cold]
 pub(crate) fn report_abandoned(name: &'static str, why: &'static str) {
     tracing::error!(
         manager = name,
         reason = why,
         "async-contextlib: exit abandoned on cancellation; counted in stats().abandoned"
+    );
+    unmissable(name, "abandoned on cancellation", why, "stats().abandoned");
+}
+
+/// Work handed to the driver (or finishing in place) that its runtime
+/// dropped unfinished.
+#[cold]
+pub(crate) fn report_lost(name: &'static str, what: &'static str) {
+    tracing::error!(
+        manager = name,
+        kind = what,
+        "async-contextlib: work was dropped before it finished (its runtime shut down); \
+         counted in stats().lost"
+    );
+    unmissable(
+        name,
+        "lost",
+        "its runtime shut down before it could finish",
+        "stats().lost",
+    );
+}
+
+/// An exit that had to finish in place while exits queued before it (of
+/// inner managers) were still running; they go on detached.
+#[cold]
+pub(crate) fn report_out_of_order(name: &'static str) {
+    tracing::warn!(
+        manager = name,
+        "async-contextlib: exits of inner managers had not finished within the in-place limit \
+         when this borrowing manager had to exit in place; they go on detached, after it"
+    );
+}
+
+/// Abandoned and lost exits must be impossible to miss, also in a test run
+/// without a `tracing` subscriber: then the first one of each manager is
+/// written straight to the process's stderr (not through `eprintln!`, so
+/// the test harness does not swallow it).
+fn unmissable(name: &'static str, what: &str, why: &str, counter: &str) {
+    use std::io::Write;
+    if tracing::enabled!(tracing::Level::ERROR) {
+        return;
+    }
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut seen = SEEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&name) {
+            return;
+        }
+        seen.push(name);
+    }
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "async-contextlib: the exit of `{name}` was {what}: {why}. Counted in {counter}; \
+         install a tracing subscriber to see every such event."
     );
 }

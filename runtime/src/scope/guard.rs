@@ -5,18 +5,16 @@
 //! guard in state `Entered` and moves it on; `Drop` runs an exit only for a
 //! guard still entered (or resumable mid-exit).
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 
 use futures_util::FutureExt;
 
-use crate::driver::{self, Job, JobKind};
-use crate::step::Active;
-use crate::{AsyncContextManager, Outcome, OwnedManager, Panic, stats};
-
-pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+use super::step::{Active, Boxed, handoff};
+use crate::driver::in_place::{self, Ran};
+use crate::driver::{self, Job, JobKind, diag, stats};
+use crate::outcome::Payload;
+use crate::{AsyncContextManager, Outcome, OwnedManager, Panic};
 
 /// How a guard finishes its manager's exit when the scope is dropped.
 /// Chosen at the `with_scope!` call site (see `dispatch`), where the
@@ -25,24 +23,10 @@ pub trait Detach<M: AsyncContextManager> {
     /// Whether `job` returns a job (owned manager with a `Send` exit).
     const DETACHABLE: bool;
     /// Turns the manager into a detached job running its exit, or gives it back.
-    fn job(&self, manager: M) -> Result<Job, M>;
+    fn job(&self, manager: M, name: &'static str) -> Result<Job, M>;
     /// The manager's exit as a boxed `'static` future (that can be handed to
     /// the driver mid-exit), or the manager back.
-    /// With the function that turns it into a job if it is dropped unfinished.
     fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M>;
-}
-
-/// An owned manager's exit, boxed so that it can outlive its scope.
-pub(crate) type BoxedExit<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
-
-/// A boxed exit and what hands it over.
-pub(crate) type Boxed<E> = (BoxedExit<E>, Handoff<E>);
-
-/// Turns the rest of a boxed exit into a detached job.
-pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
-
-fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
-    Job::new(name, JobKind::Exit, exit)
 }
 
 /// Finish the exit in place (borrowing managers, or exits that are not `Send`).
@@ -51,7 +35,7 @@ pub struct InPlace;
 
 impl<M: AsyncContextManager> Detach<M> for InPlace {
     const DETACHABLE: bool = false;
-    fn job(&self, manager: M) -> Result<Job, M> {
+    fn job(&self, manager: M, _: &'static str) -> Result<Job, M> {
         Err(manager)
     }
     fn boxed_exit(&self, manager: M, _: Outcome) -> Result<Boxed<M::Error>, M> {
@@ -71,8 +55,7 @@ where
     F: Future<Output = Result<(), M::Error>> + Send + 'static,
 {
     const DETACHABLE: bool = true;
-    fn job(&self, manager: M) -> Result<Job, M> {
-        let name = manager.name();
+    fn job(&self, manager: M, name: &'static str) -> Result<Job, M> {
         Ok(Job::new(
             name,
             JobKind::Exit,
@@ -86,6 +69,7 @@ where
 }
 
 /// The exit of `manager`, as an owned future (the detached form of an exit).
+/// The call to `exit` happens on its first poll, where a panic is caught.
 pub async fn exit_task<M: AsyncContextManager>(
     mut manager: M,
     outcome: Outcome,
@@ -116,6 +100,11 @@ pub struct Guard<M: AsyncContextManager, D: Detach<M>> {
 
 pub(crate) struct Meta<E> {
     pub(crate) state: State,
+    /// The manager's name, read (panics caught) when it was entered: the
+    /// drop paths must not call user code outside `catch_unwind`.
+    pub(crate) name: &'static str,
+    /// The address of the scope that entered it, for the driver's cascade.
+    pub(crate) scope: usize,
     /// The error a deadline of this manager fails the scope with.
     pub(crate) deadline_error: Option<E>,
     /// The scope's active deadline before this manager's was pushed.
@@ -131,6 +120,8 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
             manager: Some(manager),
             meta: Meta {
                 state: State::Idle,
+                name: "",
+                scope: 0,
                 deadline_error: None,
                 prev_active: None,
                 has_deadline: false,
@@ -141,14 +132,10 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
 
     /// Moves the manager into its boxed exit (see `Scope::exit`), if `D`
     /// can detach it.
-    pub(crate) fn boxed_exit(&mut self, outcome: Outcome) -> Option<(Boxed<M::Error>, &'static str)>
-    where
-        D: Detach<M>,
-    {
+    pub(crate) fn boxed_exit(&mut self, outcome: Outcome) -> Option<Boxed<M::Error>> {
         let manager = self.manager.take()?;
-        let name = manager.name();
         match self.detach.boxed_exit(manager, outcome) {
-            Ok(boxed) => Some((boxed, name)),
+            Ok(boxed) => Some(boxed),
             Err(manager) => {
                 self.manager = Some(manager);
                 None
@@ -157,7 +144,7 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
     }
 
     pub(crate) fn parts(&mut self) -> (&mut M, &mut Meta<M::Error>) {
-        // The manager is only taken out in `drop`.
+        // The manager is only taken out in `drop` and by `boxed_exit`.
         let manager = self
             .manager
             .as_mut()
@@ -178,9 +165,10 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
         let Some(manager) = self.manager.take() else {
             return;
         };
-        match self.detach.job(manager) {
-            Ok(job) => driver::queue(job),
-            Err(manager) => finish_in_place(manager),
+        let (name, scope) = (self.meta.name, self.meta.scope);
+        match self.detach.job(manager, name) {
+            Ok(job) => driver::queue(scope, job),
+            Err(manager) => finish_in_place(manager, name, scope),
         }
     }
 }
@@ -188,35 +176,40 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
 /// The exit of a cancelled borrowing manager: before the drop returns, or
 /// abandoned and counted.
 #[cold]
-fn finish_in_place<M: AsyncContextManager>(manager: M) {
-    let name = manager.name();
+fn finish_in_place<M: AsyncContextManager>(manager: M, name: &'static str, scope: usize) {
     let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
-    record_in_place::<M::Error>(
-        name,
-        "cancelled",
-        driver::block_in_place(work),
-        "a borrowing manager's exit can only be finished in place on a multi-thread \
-         tokio runtime; implement OwnedManager for owned managers",
-    );
+    record_in_place::<M::Error>(name, "cancelled", in_place::finish(scope, name, work));
 }
 
-/// Counts and reports an exit the scope tried to finish in place on
-/// cancellation: `None` if it could not (abandoned, with `why`), else how
-/// it ended.
+/// Counts and reports an exit the scope finished in place on cancellation.
 pub(crate) fn record_in_place<E>(
     name: &'static str,
     context: &'static str,
-    finished: Option<Result<Result<(), E>, Payload>>,
-    why: &'static str,
+    ran: Ran<Result<Result<(), E>, Payload>>,
 ) {
-    let Some(result) = finished else {
-        stats::abandoned();
-        crate::diag::report_abandoned(name, why);
-        return;
+    let result = match ran {
+        Ran::Done(result) => result,
+        Ran::TimedOut => {
+            stats::abandoned();
+            diag::report_abandoned(
+                name,
+                "the exit did not finish within the in-place limit \
+                 (async_contextlib::set_in_place_limit); on a current-thread runtime an exit \
+                 that waits on that runtime's timers or I/O cannot progress while it is \
+                 finished in place: make the manager owned (its signature borrowing nothing, \
+                 or `impl OwnedManager`) so that it is detached instead",
+            );
+            return;
+        }
+        Ran::ShuttingDown => {
+            stats::lost(true);
+            diag::report_lost(name, "in-place exit");
+            return;
+        }
     };
     if !matches!(result, Ok(Ok(()))) {
         stats::exit_failed();
-        crate::diag::report_exit_error(name, context, &describe_exit_failure::<E>(result.err()));
+        diag::report_exit_error(name, context, &describe_exit_failure::<E>(result.err()));
     }
     stats::exited();
 }

@@ -1,26 +1,42 @@
-//! The life of one `with_scope!`: the scope's state and the futures it
-//! awaits.
+//! The scope machinery: the life of one `with_scope!`.
+//!
+//! * `mod.rs` — [`Scope`], the scope's state, and the runners its
+//!   expansion awaits (`enter`, `body`, `exit`);
+//! * `guard.rs` — one manager's [`Guard`]: its state, and its exit when the
+//!   scope is dropped;
+//! * `step.rs` — the futures the runners are made of (`Step`, `Bounded`,
+//!   `Handover`);
+//! * `dispatch.rs` — call-site dispatch (autoref) for the expansion.
+//!
+//! Imports run one way: `mod.rs` → `guard.rs` → `step.rs` → the driver.
 //!
 //! `with_scope!` expands to straight-line code over a [`Guard`] per manager
-//! (see `guard.rs`) and one [`Scope`], which holds what unwinding needs: the
-//! scope's value so far, the outcome the next exit sees, a caught panic, the
-//! active deadline. Its runners (`enter`, `body`, `exit`) are the scope's
-//! only await points, so a drop of the scope's future always happens inside
-//! one of them, and each marks the driver's cascade open before anything
-//! else is dropped (see `step.rs`).
+//! and one [`Scope`], which holds what unwinding needs: the scope's value so
+//! far, the outcome the next exit sees, a caught panic, the active
+//! deadline. Its runners are the scope's only await points, so a drop of the
+//! scope's future always happens inside one of them, and each opens the
+//! scope's frame on the driver's cascade before anything else is dropped
+//! (see `step.rs`). Every call into a manager — `name`, `deadline`, `enter`,
+//! `exit` — happens inside `catch_unwind`: a manager that panics, before
+//! or after returning its future, is a `Panicked` outcome for the others.
+
+pub(crate) mod dispatch;
+pub(crate) mod guard;
+pub(crate) mod step;
 
 use std::future::Future;
-use std::panic::resume_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use crate::diag::Clock;
-use crate::driver;
-use crate::guard::{Detach, Guard, Meta, Payload, State, record_in_place};
-use crate::step::{Active, Bound, Bounded, Handover, Step};
-use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic, stats};
+use self::guard::{Detach, Guard, Meta, State, record_in_place};
+use self::step::{Active, Bound, Bounded, Handover, Lazy, Step};
+use crate::driver::diag::{self, Clock};
+use crate::driver::{cascade, in_place, stats};
+use crate::outcome::Payload;
+use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic};
 
 /// The state of one `with_scope!` while it runs and unwinds.
 #[allow(
@@ -47,11 +63,10 @@ impl<R> Default for Scope<R> {
 impl<R> Drop for Scope<R> {
     fn drop(&mut self) {
         if !self.finished {
-            // Dropped mid-flight: the runner in flight opened the cascade (or
-            // none did, if the drop hit an `.await` inside a manager
-            // expression). Either way the queued exits start now unless an
-            // enclosing scope is still being dropped.
-            driver::close(self.addr());
+            // Dropped mid-flight: the runner in flight opened the frame (or
+            // the guards did, if the drop hit an `.await` inside a manager
+            // expression). Its work starts now, or joins its parent's.
+            cascade::close(self.addr());
         }
     }
 }
@@ -104,16 +119,36 @@ impl<R> Scope<R> {
         let addr = self.addr();
         let active = self.active;
         let (manager, meta) = guard.parts();
-        let deadline = manager.deadline();
-        let name = manager.name();
-        let span = crate::diag::span!("enter", manager = name);
+        meta.scope = addr;
+        // User code: a panic here is the manager's, caught like one in
+        // its enter.
+        let prelude = catch_unwind(AssertUnwindSafe(|| (manager.name(), manager.deadline())));
+        let (name, deadline, early, bounded) = match prelude {
+            Ok((name, deadline)) => {
+                let span = diag::span!("enter", manager = name);
+                let enter = Lazy::new(move || manager.enter());
+                (
+                    name,
+                    deadline,
+                    None,
+                    Some(Bounded::new(Step::new(enter, span, addr), active)),
+                )
+            }
+            Err(payload) => (
+                "<a manager whose name() panicked>",
+                None,
+                Some(payload),
+                None,
+            ),
+        };
+        meta.name = name;
         Enter {
             scope: self,
             meta,
             convert: Some(convert),
             deadline,
-            name,
-            bounded: Bounded::new(Step::new(manager.enter(), span, addr), active),
+            early,
+            bounded,
         }
     }
 
@@ -163,7 +198,7 @@ impl<R> Scope<R> {
     }
 
     /// Everything an exit needs before it runs: its outcome, its depth, and
-    /// the exit future itself.
+    /// the exit future itself (made on its first poll, panics caught).
     #[inline]
     fn start_exit<'g, M, D>(
         &mut self,
@@ -182,19 +217,20 @@ impl<R> Scope<R> {
         if guard.meta.has_deadline {
             self.active = guard.meta.prev_active;
         }
+        let addr = self.addr();
+        let name = guard.meta.name;
+        let span = diag::span!("exit", manager = name, outcome = outcome.label());
         // An owned manager whose exit can be neither resumed by the driver
-        // (hand-written) nor finished in place (no multi-thread runtime)
-        // runs its exit boxed, so that a drop mid-exit can hand the exit
-        // itself to the driver instead of cutting it short. Only there does
-        // an exit cost an allocation.
-        let boxed = if D::DETACHABLE && !M::__RESUMABLE_EXIT && !driver::can_block_in_place() {
+        // (hand-written) nor finished in place with its runtime still
+        // driving it (no multi-thread runtime) runs its exit boxed, so that
+        // a drop mid-exit can hand the exit itself to the driver instead of
+        // cutting it short. Only there does an exit cost an allocation.
+        let boxed = if D::DETACHABLE && !M::__RESUMABLE_EXIT && !in_place::can_hand_over() {
             guard.boxed_exit(outcome.clone())
         } else {
             None
         };
-        let addr = self.addr();
-        if let Some(((exit, handoff), name)) = boxed {
-            let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
+        if let Some((exit, handoff)) = boxed {
             guard.meta.state = State::Done;
             ExitRun {
                 meta: &mut guard.meta,
@@ -205,15 +241,14 @@ impl<R> Scope<R> {
                 resumable: false,
                 finish: finish_in_place::<M::Error, _>,
                 step: ExitStep::Boxed {
-                    handover: Handover::new(exit, handoff, name, span),
+                    handover: Handover::new(exit, handoff, name, addr, span),
                 },
             }
         } else {
             let (manager, meta) = guard.parts();
-            let name = manager.name();
-            let span = crate::diag::span!("exit", manager = name, outcome = outcome.label());
             meta.state = State::Exiting;
-            let exit = manager.exit(outcome.clone());
+            let exiting = outcome.clone();
+            let exit = Lazy::new(move || manager.exit(exiting));
             ExitRun {
                 meta,
                 depth,
@@ -234,7 +269,7 @@ impl<R> Scope<R> {
             self.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
             self.panic = Some(payload);
         } else {
-            crate::diag::report_exit_error(
+            diag::report_exit_error(
                 name,
                 "scope",
                 &format!(
@@ -253,7 +288,7 @@ impl<R> Scope<R> {
             self.outcome = Outcome::Failed(failure);
             self.result = Some(result);
         } else {
-            crate::diag::report_exit_error(name, "scope", failure.message());
+            diag::report_exit_error(name, "scope", failure.message());
         }
     }
 
@@ -267,6 +302,11 @@ impl<R> Scope<R> {
             .take()
             .expect("async-contextlib: internal error: a scope finished without a value")
     }
+
+    fn cut(&mut self, owner: u32) {
+        self.cut = Some(owner);
+        self.outcome = Outcome::Cancelled;
+    }
 }
 
 pin_project! {
@@ -275,9 +315,10 @@ pin_project! {
         meta: &'g mut Meta<E>,
         convert: Option<C>,
         deadline: Option<Deadline<E>>,
-        name: &'static str,
+        // The manager panicked before its enter started.
+        early: Option<Payload>,
         #[pin]
-        bounded: Bounded<F>,
+        bounded: Option<Bounded<F>>,
     }
 }
 
@@ -292,7 +333,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
         let this = self.project();
         let scope = &mut **this.scope;
-        match ready!(this.bounded.poll_bounded(cx)) {
+        let bound = match this.bounded.as_pin_mut() {
+            Some(bounded) => ready!(bounded.poll_bounded(cx)),
+            None => Bound::Done(Err(this
+                .early
+                .take()
+                .expect("async-contextlib: enter polled after it finished"))),
+        };
+        match bound {
             Bound::Done(Ok(Ok(value))) => {
                 stats::entered();
                 scope.depth += 1;
@@ -318,7 +366,9 @@ where
                 Poll::Ready(None)
             }
             Bound::Done(Err(payload)) => {
-                scope.panicked(payload, this.name);
+                // A panicking enter counts as a failure of the manager.
+                stats::exit_failed();
+                scope.panicked(payload, this.meta.name);
                 Poll::Ready(None)
             }
             Bound::Cut(owner) => {
@@ -326,13 +376,6 @@ where
                 Poll::Ready(None)
             }
         }
-    }
-}
-
-impl<R> Scope<R> {
-    fn cut(&mut self, owner: u32) {
-        self.cut = Some(owner);
-        self.outcome = Outcome::Cancelled;
     }
 }
 
@@ -392,7 +435,7 @@ pin_project! {
         resumable: bool,
         // `finish_in_place::<E, X>`, fixed where `X: Future` is known (a
         // `Drop` impl cannot add that bound).
-        finish: fn(Pin<&mut Step<X>>, &'static str),
+        finish: fn(Pin<&mut Step<X>>, &'static str, usize),
         #[pin]
         step: ExitStep<E, X>,
     }
@@ -404,8 +447,9 @@ pin_project! {
                 return;
             }
             this.meta.state = State::Done;
+            let scope = this.meta.scope;
             if let ExitStepProj::Plain { step } = this.step.project() {
-                (this.finish)(step, this.name);
+                (this.finish)(step, this.name, scope);
             }
         }
     }
@@ -416,13 +460,12 @@ pin_project! {
 fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
     step: Pin<&mut Step<X>>,
     name: &'static str,
+    scope: usize,
 ) {
     record_in_place::<E>(
         name,
         "cancelled mid-exit",
-        driver::block_in_place(step),
-        "the scope was dropped mid-exit where the exit cannot be finished in place \
-         (no multi-thread tokio runtime)",
+        in_place::finish(scope, name, step),
     );
 }
 

@@ -10,7 +10,7 @@ use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::marker::PhantomData;
 
-use crate::guard::{Detachable, InPlace};
+use super::guard::{Detachable, InPlace};
 use crate::{AsyncContextManager, Failure, Outcome, OwnedManager};
 
 /// Describes a manager's error: `Display`, else `Debug`, else its type name.

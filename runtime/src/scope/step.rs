@@ -6,11 +6,14 @@
 //! structural auto traits.
 //!
 //! * [`Step`] polls one piece of user code (an enter, the block, an exit):
-//!   it catches panics, enters the `tracing` span, and — if dropped before
-//!   the code finishes — marks the driver's cascade open *before* the code
-//!   is dropped, so that scopes nested in it queue their exits behind ours.
+//!   it *makes* the code's future on its first poll ([`Lazy`]), so that a
+//!   manager whose `enter`/`exit` panics before returning its future is
+//!   caught like one whose future panics; it catches panics, enters the
+//!   `tracing` span, and — if dropped before the code finishes — opens the
+//!   scope's frame on the driver's cascade *before* the code is dropped, so
+//!   that scopes nested in it queue their exits as its children.
 //! * [`Bounded`] runs a `Step` under the scope's active deadline, if any,
-//!   and when the deadline fires drops it and runs the exits it queued.
+//!   and when the deadline fires drops it and runs what it queued.
 //! * [`Handover`] runs a boxed exit and, dropped early, hands the rest of it
 //!   to the driver.
 
@@ -22,9 +25,42 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::diag::MaybeSpan;
-use crate::driver;
-use crate::guard::{BoxedExit, Handoff, Payload};
+use crate::driver::cascade::{self, Node};
+use crate::driver::diag::MaybeSpan;
+use crate::driver::{self, Job, JobKind};
+use crate::outcome::Payload;
+
+pin_project! {
+    /// A future made by `make` on its first poll.
+    #[project = LazyProj]
+    pub(crate) enum Lazy<C, F> {
+        Start { make: Option<C> },
+        Run { #[pin] fut: F },
+    }
+}
+
+impl<C: FnOnce() -> F, F: Future> Lazy<C, F> {
+    #[inline]
+    pub(crate) fn new(make: C) -> Self {
+        Lazy::Start { make: Some(make) }
+    }
+}
+
+impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if let LazyProj::Start { make } = self.as_mut().project() {
+            let make = make.take().expect("async-contextlib: step started twice");
+            self.set(Lazy::Run { fut: make() });
+        }
+        match self.project() {
+            LazyProj::Run { fut } => fut.poll(cx),
+            LazyProj::Start { .. } => unreachable!("started above"),
+        }
+    }
+}
 
 pin_project! {
     /// One piece of user code, polled with panics caught and its span entered.
@@ -41,7 +77,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Runs before `fut` is dropped (fields drop after this).
             if !this.done {
-                driver::open(this.addr);
+                cascade::open(this.addr);
             }
         }
     }
@@ -108,26 +144,42 @@ pin_project! {
 }
 
 pin_project! {
-    /// The timer of a bounded step, and — once it fired — the exits the cut
-    /// step queued, running inline.
+    /// The timer of a bounded step, and — once it fired — what the cut step
+    /// queued, running inline.
     struct Deadline {
         #[pin]
         sleep: Sleep,
         owner: u32,
-        cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        addr: usize,
+        cut: Option<Node>,
+        fired: bool,
+    }
+
+    impl PinnedDrop for Deadline {
+        fn drop(this: Pin<&mut Self>) {
+            // The scope was dropped while the exits of what was cut ran:
+            // they go on as children of its frame, before its own exits.
+            let this = this.project();
+            if let Some(node) = this.cut.take() {
+                cascade::add(*this.addr, node, true);
+            }
+        }
     }
 }
 
 impl<F: Future> Bounded<F> {
     #[inline]
     pub(crate) fn new(step: Step<F>, active: Option<Active>) -> Self {
+        let addr = step.addr;
         Bounded {
             step: Some(step),
             deadline: active.map(|a| {
                 Box::pin(Deadline {
                     sleep: tokio::time::sleep_until(a.at),
                     owner: a.owner,
+                    addr,
                     cut: None,
+                    fired: false,
                 })
             }),
         }
@@ -141,10 +193,12 @@ impl<F: Future> Bounded<F> {
         let mut this = self.project();
         if let Some(deadline) = this.deadline.as_mut() {
             let deadline = deadline.as_mut().project();
-            let (owner, cut) = (deadline.owner, deadline.cut);
-            if let Some(jobs) = cut.as_mut() {
-                ready!(jobs.as_mut().poll(cx));
-                return Poll::Ready(Bound::Cut(*owner));
+            if *deadline.fired {
+                if let Some(node) = deadline.cut.as_mut() {
+                    ready!(node.as_mut().poll(cx));
+                    *deadline.cut = None;
+                }
+                return Poll::Ready(Bound::Cut(*deadline.owner));
             }
         }
         let mut step = this
@@ -160,19 +214,35 @@ impl<F: Future> Bounded<F> {
             return Poll::Pending;
         };
         let deadline = deadline.as_mut().project();
-        let (owner, cut) = (deadline.owner, deadline.cut);
         ready!(deadline.sleep.poll(cx));
         // Cut: drop the code (its inner scopes queue their exits on the
         // cascade) and finish those exits here, innermost first, before the
         // managers of this scope exit. If this scope is itself dropped
-        // meanwhile, `run_inline` hands the rest to the driver.
+        // meanwhile, `Deadline`'s drop hands the rest to the driver.
         let addr = step.addr;
         step.disarm();
-        let jobs = driver::drop_in_cascade(addr, || this.step.set(None));
-        let jobs = cut.insert(Box::pin(driver::run_inline(jobs)));
-        ready!(jobs.as_mut().poll(cx));
-        Poll::Ready(Bound::Cut(*owner))
+        *deadline.fired = true;
+        *deadline.cut = cascade::drop_in_cascade(addr, || this.step.set(None));
+        if let Some(node) = deadline.cut.as_mut() {
+            ready!(node.as_mut().poll(cx));
+            *deadline.cut = None;
+        }
+        Poll::Ready(Bound::Cut(*deadline.owner))
     }
+}
+
+/// An owned manager's exit, boxed so that it can outlive its scope.
+pub(crate) type BoxedExit<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
+
+/// Turns the rest of a boxed exit into a detached job.
+pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
+
+/// A boxed exit and what hands it over.
+pub(crate) type Boxed<E> = (BoxedExit<E>, Handoff<E>);
+
+/// The [`Handoff`] of every boxed exit.
+pub(crate) fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
+    Job::new(name, JobKind::Exit, exit)
 }
 
 /// A boxed owned exit (see `Scope::exit`): dropped before it finishes, it
@@ -181,6 +251,7 @@ pub(crate) struct Handover<E> {
     exit: Option<BoxedExit<E>>,
     handoff: Handoff<E>,
     name: &'static str,
+    addr: usize,
     span: MaybeSpan,
 }
 
@@ -189,12 +260,14 @@ impl<E> Handover<E> {
         exit: BoxedExit<E>,
         handoff: Handoff<E>,
         name: &'static str,
+        addr: usize,
         span: MaybeSpan,
     ) -> Self {
         Handover {
             exit: Some(exit),
             handoff,
             name,
+            addr,
             span,
         }
     }
@@ -225,7 +298,7 @@ impl<E> Unpin for Handover<E> {}
 impl<E> Drop for Handover<E> {
     fn drop(&mut self) {
         if let Some(exit) = self.exit.take() {
-            driver::queue((self.handoff)(exit, self.name));
+            driver::queue(self.addr, (self.handoff)(exit, self.name));
         }
     }
 }

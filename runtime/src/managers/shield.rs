@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::driver::{self, Job, JobKind};
+use crate::driver::{Job, JobKind, cascade};
 
 /// Runs `fut` so that the caller's cancellation cannot cut it (Python's
 /// `asyncio.shield`): awaited, it is polled in place; dropped before it
@@ -63,14 +63,12 @@ impl<F: Future + Send + 'static> Future for Shield<F> {
 impl<F: Future + Send + 'static> Drop for Shield<F> {
     fn drop(&mut self) {
         if let Some(fut) = self.fut.take() {
-            driver::push(Job::new(
-                "async_contextlib::shield",
-                JobKind::Shield,
-                async move {
-                    fut.await;
-                    Ok::<(), Infallible>(())
-                },
-            ));
+            // Beside whatever is being dropped now (a scope it is in), or at once.
+            let job = Job::new("async_contextlib::shield", JobKind::Shield, async move {
+                fut.await;
+                Ok::<(), Infallible>(())
+            });
+            cascade::push_child(job.into_node());
         }
     }
 }

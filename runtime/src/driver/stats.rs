@@ -6,10 +6,7 @@
 //! live thread's counters plus those folded in by threads that have ended.
 //! The rest move only on cold paths (cancellation, failures).
 
-use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{AcqRel, Acquire, Relaxed},
-};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One thread's hot counters. Only the owning thread writes them.
@@ -172,14 +169,8 @@ pub(crate) fn pending_add() {
     PENDING.fetch_add(1, Relaxed);
 }
 
-/// Release: what a finished job did happens-before a `drain` that sees the
-/// count reach zero (and, with it, the caller's own checks after `drain`).
-pub(crate) fn pending_sub() -> u64 {
-    PENDING.fetch_sub(1, AcqRel) - 1
-}
-
-pub(crate) fn pending() -> u64 {
-    PENDING.load(Acquire)
+pub(crate) fn pending_sub() {
+    PENDING.fetch_sub(1, Relaxed);
 }
 
 /// `manager`: whether the lost work was a manager's exit (vs. a shielded future).

@@ -1,0 +1,263 @@
+//! Finishing borrowed work before a drop returns — an exit that borrows
+//! from the caller cannot outlive the dropped future — on any executor,
+//! with an upper bound, and never by blocking on a runtime that is going
+//! away.
+//!
+//! The ladder, tried in order:
+//!
+//! 1. **The runtime is shutting down** (a probe task spawned on it finishes
+//!    at once): the drivers are going away, so nothing is waited for. The
+//!    work is polled once — what needs no reactor finishes — and is
+//!    otherwise `lost`.
+//! 2. **A multi-thread tokio worker**: the worker is handed over with
+//!    `block_in_place`, so the runtime's timers and I/O keep running while
+//!    this thread waits for the work.
+//! 3. **Anywhere else** — a current-thread runtime, a `LocalSet`, a nested
+//!    executor, no runtime at all: the work is polled here, on this thread,
+//!    by a small executor that needs no thread-local and nests in any
+//!    other. Most exits (returning a connection, releasing a lock) finish
+//!    at once. One that waits on this thread's own reactor cannot progress
+//!    while the thread waits, and is abandoned at the bound. With no
+//!    runtime, the driver's own runtime is entered, so timers work.
+//!
+//! Every wait ends at [`in_place_limit`] (default 1 s, set with
+//! [`set_in_place_limit`]); past it the work is dropped, and its caller
+//! counts and reports it as abandoned.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, Once, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use super::cascade::{self, Node};
+use super::ticket::{Kind, Ticket};
+use super::{diag, fallback, spawn};
+
+static LIMIT_NANOS: AtomicU64 = AtomicU64::new(1_000_000_000);
+
+/// Sets how long a cancelled scope may wait for an exit it must finish in
+/// place — a borrowing manager's exit — before the exit is abandoned,
+/// counted in [`stats`](crate::stats)`().abandoned` and reported (default
+/// 1 s). The bound keeps a stuck exit from blocking its thread, and a
+/// runtime from being dropped, forever.
+pub fn set_in_place_limit(limit: Duration) {
+    LIMIT_NANOS.store(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+}
+
+/// The current bound on in-place exits; see [`set_in_place_limit`].
+#[must_use]
+pub fn in_place_limit() -> Duration {
+    Duration::from_nanos(LIMIT_NANOS.load(Relaxed))
+}
+
+/// How an in-place run ended.
+pub(crate) enum Ran<T> {
+    /// The work finished with this.
+    Done(T),
+    /// The bound passed first; the work was dropped.
+    TimedOut,
+    /// The runtime is shutting down; the work was dropped.
+    ShuttingDown,
+}
+
+/// Finishes `work` (the exit of a manager of the scope at `addr`) before
+/// returning, after what the scope collected so far (its inner exits), so
+/// that the innermost-first order holds. `work` must not panic (the caller
+/// catches its panics).
+pub(crate) fn finish<F: Future>(addr: usize, name: &'static str, work: F) -> Ran<F::Output> {
+    let mut ticket = Ticket::new(name, Kind::InPlace);
+    let inner = cascade::take(addr);
+    let ran = cascade::barrier(|| {
+        // Boxed (a cold path) so that a panic in its drop can be caught.
+        let mut work = Box::pin(work);
+        let ran = run(inner, work.as_mut(), name);
+        if catch_unwind(AssertUnwindSafe(move || drop(work))).is_err() {
+            diag::report_exit_error(name, "in place", "its exit panicked while being dropped");
+        }
+        ran
+    });
+    ticket.done();
+    ran
+}
+
+fn run<F: Future + ?Sized>(
+    inner: Option<Node>,
+    mut work: Pin<&mut F>,
+    name: &'static str,
+) -> Ran<F::Output> {
+    let handle = Handle::try_current().ok();
+    if handle.as_ref().is_some_and(shutting_down) {
+        if let Some(mut inner) = inner {
+            let _ = poll_once(inner.as_mut());
+        }
+        return match poll_once(work) {
+            Poll::Ready(out) => Ran::Done(out),
+            Poll::Pending => Ran::ShuttingDown,
+        };
+    }
+    // No runtime here: enter the driver's, so that timers in the exit work.
+    let fallback = if handle.is_none() { fallback() } else { None };
+    let _entered = fallback
+        .as_ref()
+        .and_then(|h| catch_unwind(AssertUnwindSafe(|| h.enter())).ok());
+    let deadline = Instant::now()
+        .checked_add(in_place_limit())
+        .unwrap_or_else(far_future);
+    if let Some(mut inner) = inner {
+        if block_here(inner.as_mut(), deadline).is_none() {
+            // Nothing is lost: the rest goes on detached.
+            diag::report_out_of_order(name);
+            spawn(inner);
+        }
+    }
+    match block_here(work.as_mut(), deadline) {
+        Some(out) => Ran::Done(out),
+        None => Ran::TimedOut,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365)
+}
+
+/// Whether the runtime behind `handle` is shutting down: a task spawned on
+/// it then finishes (is dropped) at once (tokio#4231); on some versions the
+/// spawn itself panics (tokio#3043). The probe never finishes by itself (an
+/// empty one could be run to its end by another worker before we look),
+/// and is aborted once looked at.
+pub(crate) fn shutting_down(handle: &Handle) -> bool {
+    silently(|| {
+        let probe = handle.spawn(std::future::pending::<()>());
+        let finished = probe.is_finished();
+        probe.abort();
+        finished
+    })
+    .unwrap_or(true)
+}
+
+/// Polls `fut` until it finishes or `deadline` passes, handing the worker
+/// over on a multi-thread runtime.
+fn block_here<F: Future + ?Sized>(mut fut: Pin<&mut F>, deadline: Instant) -> Option<F::Output> {
+    let mut out = None;
+    if can_hand_over() {
+        let mut ran = false;
+        // `block_in_place` refuses (panics, before running the closure) in
+        // a `LocalSet` and in a few other states; that refusal is expected
+        // and silenced, and the work is then run below instead.
+        let handed = silently(|| {
+            tokio::task::block_in_place(|| {
+                ran = true;
+                out = Some(loud(|| run_here(fut.as_mut(), deadline)));
+            });
+        });
+        if handed.is_ok() || ran {
+            return out.flatten();
+        }
+    }
+    run_here(fut, deadline)
+}
+
+pub(crate) fn can_hand_over() -> bool {
+    !std::thread::panicking()
+        && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+}
+
+/// Polls `fut` once with a waker that does nothing.
+pub(crate) fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Wakes the thread waiting in [`run_here`]: a flag and a condvar, no
+/// thread-local (it works during thread-local teardown too).
+#[derive(Default)]
+struct Signal {
+    woken: Mutex<bool>,
+    cvar: Condvar,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.cvar.notify_one();
+    }
+}
+
+/// A minimal `block_on` with a deadline, on this thread.
+fn run_here<F: Future + ?Sized>(mut fut: Pin<&mut F>, deadline: Instant) -> Option<F::Output> {
+    let signal = Arc::new(Signal::default());
+    let waker = Waker::from(signal.clone());
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        let mut woken = signal.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*woken {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            woken = signal
+                .cvar
+                .wait_timeout(woken, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *woken = false;
+    }
+}
+
+thread_local! {
+    /// Set while this thread calls something whose panic is an expected
+    /// refusal, not a bug (see [`silently`]).
+    static SILENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic *without printing it*: for tokio calls that
+/// refuse by panicking (`block_in_place` in a `LocalSet`, `spawn` during
+/// shutdown). The first call installs a panic hook that defers to the one
+/// it replaced except while this thread is in `silently`; user code run
+/// from inside `f` is wrapped in [`loud`] so its panics still print.
+pub(crate) fn silently<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static HOOK: Once = Once::new();
+    if !std::thread::panicking() {
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if SILENT.try_with(Cell::get) != Ok(true) {
+                    previous(info);
+                }
+            }));
+        });
+    }
+    let was = SILENT.try_with(|s| s.replace(true)).ok();
+    let out = catch_unwind(AssertUnwindSafe(f));
+    if let Some(was) = was {
+        let _ = SILENT.try_with(|s| s.set(was));
+    }
+    out
+}
+
+/// Undoes [`silently`] for `f`.
+fn loud<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(was) = self.0 {
+                let _ = SILENT.try_with(|s| s.set(was));
+            }
+        }
+    }
+    let _restore = Restore(SILENT.try_with(|s| s.replace(false)).ok());
+    f()
+}

@@ -1,0 +1,307 @@
+//! The exit driver: finishes exits (and shielded futures) that outlive the
+//! future that started them, and counts every one. The lowest layer of the
+//! runtime: it never names the scope machinery above it.
+//!
+//! * `mod.rs` — [`Job`] (detached work with its ticket), spawning, the
+//!   driver's own runtime, [`drain`] and [`drain_timeout`];
+//! * `cascade.rs` — the tree of scopes being dropped on a thread, and the
+//!   order their exits run in;
+//! * `in_place.rs` — finishing borrowed work before a drop returns, bounded;
+//! * `ticket.rs` — what is held now, by name;
+//! * `stats.rs`, `diag.rs` — the counters and the `tracing` reports.
+//!
+//! Rust drops a cancelled future synchronously, so an exit that still has to
+//! await goes one of two ways (SPEC §5):
+//!
+//! * **detached** — owned work (`'static + Send`) becomes a [`Job`] and runs
+//!   as a task on the current tokio runtime, or on the driver's own runtime
+//!   when there is none;
+//! * **in place** — borrowed work is finished before the drop returns
+//!   (`in_place.rs`), or abandoned at a bound, reported and counted.
+//!
+//! Every job holds a ticket: `pending` while it lives, `lost` (reported by
+//! name) if it is dropped unfinished — its runtime shut down. A job dropped
+//! that way is polled once first, so that work needing no reactor still
+//! finishes.
+
+pub(crate) mod cascade;
+pub(crate) mod diag;
+pub(crate) mod in_place;
+pub(crate) mod stats;
+pub(crate) mod ticket;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::runtime::Handle;
+
+use self::cascade::Node;
+use self::ticket::Ticket;
+
+pub use self::in_place::{in_place_limit, set_in_place_limit};
+pub use self::stats::{Stats, stats};
+pub(crate) use self::ticket::Kind as JobKind;
+
+/// Boxed, type-erased work with its ticket: an exit, or a shielded future.
+pub struct Job {
+    node: Node,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl Job {
+    /// Wraps `work`: its `Err` and panics are reported (and, for exits,
+    /// counted as exit failures); its end is counted as an exit.
+    pub(crate) fn new<F, E>(name: &'static str, kind: JobKind, work: F) -> Job
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let ticket = Ticket::new(name, kind);
+        Job {
+            node: Box::pin(async move {
+                // Move the whole ticket in, so that it lives (and counts) as
+                // long as this future.
+                let mut ticket = ticket;
+                let started = diag::Clock::start();
+                let result = AssertUnwindSafe(work).catch_unwind().await;
+                ticket.done();
+                let failed = !matches!(result, Ok(Ok(())));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => diag::report_exit_error(
+                        name,
+                        "detached",
+                        &format!("an error of type `{}`", std::any::type_name::<E>()),
+                    ),
+                    Err(payload) => diag::report_exit_error(
+                        name,
+                        "detached",
+                        &format!(
+                            "panicked: {}",
+                            crate::Panic::from_payload(&*payload).message()
+                        ),
+                    ),
+                }
+                if kind == JobKind::Exit {
+                    if failed {
+                        stats::exit_failed();
+                    }
+                    stats::exited();
+                    started.check(name, &crate::Outcome::Cancelled);
+                }
+            }),
+        }
+    }
+
+    pub(crate) fn into_node(self) -> Node {
+        self.node
+    }
+}
+
+/// A spawned node; dropped unfinished (its runtime shut down), it polls
+/// the work once — what needs no reactor finishes — before the rest is
+/// dropped and its tickets count it lost.
+struct LastChance(Option<Node>);
+
+impl Future for LastChance {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(node) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        std::task::ready!(node.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for LastChance {
+    fn drop(&mut self) {
+        if let Some(mut node) = self.0.take() {
+            // Jobs catch their work's panics; a panic here is the driver's
+            // own and must not escape a destructor.
+            let _ = in_place::silently(|| in_place::poll_once(node.as_mut()));
+        }
+    }
+}
+
+/// Runs a node as its own task: on the current runtime, else on the
+/// driver's. Never panics, never blocks.
+pub(crate) fn spawn(node: Node) {
+    let task = LastChance(Some(node));
+    let handle = Handle::try_current().ok().or_else(fallback);
+    match handle {
+        // Spawning on a runtime that is shutting down drops the task at
+        // once (tokio#4231) or, on older versions, panics (tokio#3043):
+        // either way `LastChance` and the tickets account for it.
+        Some(handle) => {
+            let _ = in_place::silently(move || drop(handle.spawn(task)));
+        }
+        None => drop(task),
+    }
+}
+
+/// Queues a detached job on the cascade of the scope at `addr`, as one of
+/// its own exits (see `cascade.rs`).
+pub(crate) fn queue(addr: usize, job: Job) {
+    cascade::add(addr, job.into_node(), false);
+}
+
+/// The driver's own runtime, for exits detached or finished where no
+/// runtime is current (e.g. a scope run by `futures::executor::block_on`),
+/// and for [`drain_timeout`]'s timer. `None` if it cannot be started.
+pub(crate) fn fallback() -> Option<Handle> {
+    static FALLBACK: OnceLock<Option<Handle>> = OnceLock::new();
+    FALLBACK
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("async-contextlib-driver")
+                .build()
+                .ok()?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("async-contextlib-driver".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Waits until every exit and shielded future the driver holds — detached,
+/// or finishing in place on another thread — has finished, including ones
+/// handed over while it waits. Works on any executor.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// async_contextlib::drain().await;
+/// assert_eq!(async_contextlib::stats().pending, 0);
+/// # }
+/// ```
+pub async fn drain() {
+    loop {
+        let notified = ticket::DRAINED.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if ticket::live() == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// [`drain`] with a limit: returns the names of what is still held when
+/// `limit` runs out, instead of hanging on an exit that never finishes.
+/// Works on any executor, with or without a tokio runtime (its timer runs
+/// on the driver's own thread).
+///
+/// # Errors
+///
+/// [`StillPending`] lists what had not finished in time: detached exits,
+/// shielded futures, and exits still finishing in place.
+pub async fn drain_timeout(limit: Duration) -> Result<(), StillPending> {
+    let timer = Timer::new(limit);
+    let drained = std::pin::pin!(drain());
+    let _ = futures_util::future::select(drained, timer).await;
+    let names = ticket::names();
+    if names.is_empty() {
+        Ok(())
+    } else {
+        Err(StillPending { names })
+    }
+}
+
+/// A timer that needs no runtime of the caller's: a sleep on the driver's
+/// own runtime (or, if it cannot start, a thread).
+struct Timer {
+    task: Option<tokio::task::JoinHandle<()>>,
+    thread: Option<futures_util::future::BoxFuture<'static, ()>>,
+}
+
+impl Timer {
+    fn new(limit: Duration) -> Timer {
+        if let Some(handle) = fallback() {
+            return Timer {
+                task: Some(handle.spawn(tokio::time::sleep(limit))),
+                thread: None,
+            };
+        }
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = done.clone();
+        let started = std::thread::Builder::new()
+            .name("async-contextlib-timer".into())
+            .spawn(move || {
+                std::thread::sleep(limit);
+                // A permit: the waiter wakes even if it polls later.
+                notify.notify_one();
+            });
+        Timer {
+            task: None,
+            // No thread, no timer: do not wait at all rather than forever.
+            thread: started
+                .ok()
+                .map(|_| -> futures_util::future::BoxFuture<'static, ()> {
+                    Box::pin(async move { done.notified().await })
+                }),
+        }
+    }
+}
+
+impl Future for Timer {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(task) = self.task.as_mut() {
+            return Pin::new(task).poll(cx).map(|_| ());
+        }
+        match self.thread.as_mut() {
+            Some(thread) => thread.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What was still held (by manager name) when [`drain_timeout`] gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StillPending {
+    names: Vec<&'static str>,
+}
+
+impl StillPending {
+    /// The names of the managers (or `async_contextlib::shield`) whose work
+    /// had not finished.
+    #[must_use]
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+impl std::fmt::Display for StillPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} exit(s) still pending after drain_timeout: {}",
+            self.names.len(),
+            self.names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for StillPending {}

@@ -1,0 +1,112 @@
+//! What the driver holds right now, by name: every detached job and every
+//! exit finishing in place carries a [`Ticket`] for as long as it lives.
+//! `drain` waits for none to be left; `drain_timeout` names those that are.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::{diag, stats};
+
+/// What a ticket stands for, for counting and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The detached exit of an entered manager.
+    Exit,
+    /// A future passed to [`shield`](crate::shield).
+    Shield,
+    /// The exit of a borrowing manager, finishing in place (its outcome is
+    /// counted by whoever runs it).
+    InPlace,
+    /// Blocking work that outlived the scope that started it (a `from_sync`
+    /// enter that could not be cut), finishing on the blocking pool.
+    Blocking,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Exit => "detached exit",
+            Kind::Shield => "shielded future",
+            Kind::InPlace => "in-place exit",
+            Kind::Blocking => "blocking exit",
+        }
+    }
+}
+
+/// Live tickets (everything `drain` waits for).
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static NEXT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DRAINED: Notify = Notify::const_new();
+
+fn registry() -> MutexGuard<'static, HashMap<u64, (&'static str, Kind)>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<u64, (&'static str, Kind)>>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counts work as held while it lives. Dropped before [`Ticket::done`],
+/// detached work is counted `lost` and reported with its name.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    id: u64,
+    name: &'static str,
+    kind: Kind,
+    done: bool,
+}
+
+impl Ticket {
+    pub(crate) fn new(name: &'static str, kind: Kind) -> Ticket {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        registry().insert(id, (name, kind));
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        if kind != Kind::InPlace {
+            stats::pending_add();
+        }
+        Ticket {
+            id,
+            name,
+            kind,
+            done: false,
+        }
+    }
+
+    /// The work finished (its outcome was counted by its runner).
+    pub(crate) fn done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        registry().remove(&self.id);
+        if self.kind != Kind::InPlace {
+            if !self.done {
+                stats::lost(matches!(self.kind, Kind::Exit | Kind::Blocking));
+                diag::report_lost(self.name, self.kind.label());
+            }
+            stats::pending_sub();
+        }
+        // Release: what the work did happens-before a `drain` that sees
+        // the count reach zero.
+        if LIVE.fetch_sub(1, Ordering::AcqRel) == 1 {
+            DRAINED.notify_waiters();
+        }
+    }
+}
+
+/// How many tickets are alive.
+pub(crate) fn live() -> u64 {
+    LIVE.load(Ordering::Acquire)
+}
+
+/// The names of what is held now, sorted.
+pub(crate) fn names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = registry().values().map(|(name, _)| *name).collect();
+    names.sort_unstable();
+    names
+}

@@ -1,0 +1,7 @@
+//! The library's own managers: `timeout`/`deadline`/`enter_timeout`,
+//! `shield`, and the small adapters from Python's `contextlib`
+//! (`nullcontext`, `closing`, `from_sync`).
+
+pub(crate) mod adapters;
+pub(crate) mod shield;
+pub(crate) mod timeout;
