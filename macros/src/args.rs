@@ -74,12 +74,19 @@ impl Args {
                     "duplicate #[async_context_manager] argument `crate`"
                 );
             }
-            let path: Path = arg.value.parse().map_err(|_| {
-                syn::Error::new(
-                    arg.value.span(),
-                    "expected a path such as \"my_crate::contextlib\" in `crate = \"...\"`",
-                )
-            })?;
+            let path: Path = arg
+                .value
+                .parse()
+                .ok()
+                // Plain segments only: the path is spliced into `unsafe`
+                // blocks (expand.rs), which must hold no type or macro.
+                .filter(|p: &Path| p.segments.iter().all(|s| s.arguments.is_none()))
+                .ok_or_else(|| {
+                    syn::Error::new(
+                        arg.value.span(),
+                        "expected a plain path such as \"my_crate::contextlib\" in `crate = \"...\"`",
+                    )
+                })?;
             args.krate = Some((path, arg.value.span()));
         }
         Ok(args)

@@ -148,7 +148,8 @@ impl VisitMut for StaticElided {
 //             let () = { BODY' };                    // yield_!(x) → (__acm_co.lend_mut(x).await)
 //             ::core::result::Result::Ok::<(), DbError>(())
 //         };
-//         unsafe { Generator::<_, LendMut<Tx>, Owned>::new("module::transaction", __acm_make) }
+//         let __acm_name = "module::transaction";
+//         unsafe { Generator::new(__acm_name, __acm_make) }       // the only `unsafe`: no user tokens
 //     }
 // With `stub` (after an error) the body was rewritten by the stub rewriter
 // (each `yield_!` a typed placeholder): the item type-checks, never runs.
@@ -217,22 +218,24 @@ fn expand(
     // After an error the body is gone: its arguments are unused.
     let allow = stub.then(|| quote!(#[allow(unused_variables, unused_mut)]));
     let make = Ident::new("__acm_make", Span::mixed_site());
-    // The user's body is in the closure, outside the `unsafe` block: it
-    // gets no unsafe powers from the expansion.
+    let name_local = Ident::new("__acm_name", Span::mixed_site());
+    // The user's body is in the closure and the name is computed before:
+    // the `unsafe` block holds one call on two hygienic locals and nothing
+    // else — no user tokens (they would get unsafe powers), no macro and
+    // no type (a path the user redirected with `crate = "..."` could then
+    // expand to code of theirs inside it). Redirected, `Generator::new`
+    // can only be a safe fn of the user's own, or fail to type-check.
     quote! {
         #(#attrs)*
         #allow
         #vis #sig {
             let #make = move |#co: #krate::__private::Co<#mode_ty>| async move { #body };
+            let #name_local: &'static str =
+                ::core::concat!(::core::module_path!(), "::", #name);
             // SAFETY: the body uses the yielder only through the one
             // `yield_!` the attribute accepted, in straight-line code, and
             // awaits it in place (yields.rs); see `Generator::new`.
-            unsafe {
-                #krate::generated::Generator::<_, #mode_ty, #owner>::new(
-                    ::core::concat!(::core::module_path!(), "::", #name),
-                    #make,
-                )
-            }
+            unsafe { #krate::generated::Generator::new(#name_local, #make) }
         }
     }
 }

@@ -20,19 +20,15 @@ enum Binding {
     Name { mutable: bool, ident: Ident },
 }
 
-pub(crate) struct Manager {
-    pub(crate) expr: Expr,
+struct Manager {
+    expr: Expr,
     binding: Binding,
 }
 
-pub(crate) struct Input {
+struct Input {
     krate: TokenStream,
-    pub(crate) managers: Vec<Manager>,
-    pub(crate) block: Group,
-    /// Inside a manager fn, for a block with a `yield_!` in it: the local
-    /// the yield stores its outcome in (see `yields.rs`), which the scope's
-    /// managers then see if the block itself ended well.
-    pub(crate) yielded: Option<Ident>,
+    managers: Vec<Manager>,
+    block: Group,
 }
 
 /// The macro's entry.
@@ -57,7 +53,7 @@ fn parse(input: TokenStream) -> syn::Result<Input> {
 
 /// Parses what the user wrote inside `with_scope!(..)`; `krate` is the
 /// facade's path.
-pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<Input> {
+fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<Input> {
     let tokens: Vec<TokenTree> = input.into_iter().collect();
     let Some(arrow) = find_arrow(&tokens) else {
         let span = tokens.last().map_or_else(Span::call_site, TokenTree::span);
@@ -87,7 +83,6 @@ pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<
         krate,
         managers,
         block,
-        yielded: None,
     })
 }
 
@@ -278,7 +273,7 @@ fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
 //     }
 // Bindings the block mentions are moved into it (it owns them); the others
 // stay in the enclosing frame, where later managers may use them.
-pub(crate) fn expand(input: &Input) -> TokenStream {
+fn expand(input: &Input) -> TokenStream {
     let krate = &input.krate;
     let scope = Ident::new("__acm_scope", Span::mixed_site());
     let block_tokens = input.block.stream();
@@ -295,30 +290,11 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
     let classify = quote_spanned! {block.span()=>
         (&&&&#krate::__private::Classify(&#result)).__acm_outcome()
     };
-    let mut inner = if let Some(yielded) = &input.yielded {
-        let value = Ident::new("__acm_value", Span::mixed_site());
-        let seen = Ident::new("__acm_seen", Span::mixed_site());
-        quote_spanned! {block.span()=>
-            #scope.body(
-                async {
-                    let mut #yielded: ::core::option::Option<#krate::Outcome> =
-                        ::core::option::Option::None;
-                    let #value = async { #(#moves)* #block_tokens }.await;
-                    (#value, #yielded)
-                },
-                |(#result, #seen)| {
-                    let #outcome = #classify;
-                    (#result, #krate::__private::after_yield(#outcome, #seen))
-                },
-            ).await;
-        }
-    } else {
-        quote_spanned! {block.span()=>
-            #scope.body(
-                async { #(#moves)* #block_tokens },
-                |#result| { let #outcome = #classify; (#result, #outcome) },
-            ).await;
-        }
+    let mut inner = quote_spanned! {block.span()=>
+        #scope.body(
+            async { #(#moves)* #block_tokens },
+            |#result| { let #outcome = #classify; (#result, #outcome) },
+        ).await;
     };
     for (i, manager) in input.managers.iter().enumerate().rev() {
         inner = expand_manager(krate, &scope, i, manager, &inner);

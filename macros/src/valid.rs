@@ -83,8 +83,10 @@ fn misplaced(context: &Context) -> Option<String> {
              does with it, and the yield must be awaited in place in the fn's own body; \
              write `let outcome = yield_!(..);` before it and use `outcome` inside"
         ),
-        Context::ManagerList => "in a `with_scope!` manager expression: yield from the \
-             scope's block, after the managers are entered"
+        Context::WithScope => "inside a `with_scope!`: its block is a future the scope \
+             polls, not the fn's own frame; hold the resource as a local instead — the code \
+             after `yield_!` runs on every path, as an exit does: \
+             `let mut guard = lock.lock().await; let outcome = yield_!(&mut *guard);`"
             .into(),
         Context::NotExpr => "used as a pattern, type or item: it is an expression".into(),
     })

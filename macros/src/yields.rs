@@ -3,18 +3,17 @@
 //!
 //! Soundness rests on this visitor (see the runtime's `generator` docs, the
 //! lending invariant): a `yield_!` is rewritten only where the attribute
-//! sees its whole context — the fn's own straight-line code, or the block
-//! of a `with_scope!` there — and the `.await` is emitted here, so the
-//! yield future is awaited in place. Everywhere else (a loop, closure,
-//! `async` block, nested item, another macro's input) it is recorded with
-//! that context, and `valid.rs` turns it into an error.
+//! sees its whole context — the fn's own straight-line code — and the
+//! `.await` is emitted here, so the yield future is awaited in place.
+//! Everywhere else (a loop, closure, `async` block, nested item, another
+//! macro's input, `with_scope!` included) it is recorded with that
+//! context, and `valid.rs` turns it into an error.
 
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{ToTokens, quote_spanned};
+use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Expr, Macro, Stmt};
-
-use crate::scope;
 
 /// Where a `yield_!` stands, if not plainly in the fn's straight-line code.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,8 +25,8 @@ pub(crate) enum Context {
     NestedItem,
     /// In the input of another macro, named by its path.
     Macro(String),
-    /// In the manager list of a `with_scope!`.
-    ManagerList,
+    /// In a `with_scope!` (whose block is a future the scope polls).
+    WithScope,
     /// Somewhere a macro call is not an expression (a pattern, a type).
     NotExpr,
 }
@@ -46,15 +45,12 @@ pub(crate) struct Site {
 pub(crate) struct YieldRewriter {
     co: Ident,
     method: Ident,
-    /// The facade path, for `with_scope!` blocks expanded here.
+    /// The facade path.
     krate: TokenStream,
     /// After an error: every `yield_!`, wherever it is, becomes a typed
     /// placeholder, so the rest of the body still type-checks (one
     /// mistake, one error) and its imports stay used.
     stub: bool,
-    /// The `with_scope!` blocks (inside the fn) the visitor is in: locals a
-    /// yield stores its outcome in, for those scopes' managers.
-    yielded: Vec<Ident>,
     context: Context,
     pub(crate) sites: Vec<Site>,
 }
@@ -66,7 +62,6 @@ impl YieldRewriter {
             method: Ident::new(method, Span::mixed_site()),
             krate,
             stub: false,
-            yielded: Vec::new(),
             context: Context::Plain,
             sites: Vec::new(),
         }
@@ -135,23 +130,31 @@ impl YieldRewriter {
             let stub = self.stub_path(span);
             return quote_spanned!(span=> #stub(#value));
         }
-        // Hygiene of the attribute, location of the user's `yield_`.
-        let mut co = self.co.clone();
-        co.set_span(co.span().located_at(span));
-        let mut method = self.method.clone();
-        method.set_span(method.span().located_at(span));
-        let call = if self.yielded.is_empty() {
-            quote_spanned!(span=> #co.#method(#value).await)
-        } else {
-            // In `with_scope!` blocks: the enclosing scopes' managers see
-            // the outcome too (`__private::after_yield`).
-            let slots = &self.yielded;
-            let outcome = Ident::new("__acm_outcome", Span::mixed_site());
-            quote_spanned! {span=> {
-                let #outcome = #co.#method(#value).await;
-                #( #slots = ::core::option::Option::Some(::core::clone::Clone::clone(&#outcome)); )*
-                #outcome
-            }}
+        // Hygiene of the attribute, location of the user's tokens.
+        let at = |ident: &Ident, span: Span| {
+            let mut ident = ident.clone();
+            ident.set_span(ident.span().located_at(span));
+            ident
+        };
+        let co = at(&self.co, span);
+        let method = at(&self.method, span);
+        let value_span = value.span();
+        let local = at(&Ident::new("__acm_value", Span::mixed_site()), value_span);
+        let krate = &self.krate;
+        // The user's expression is evaluated before, outside the `unsafe`
+        // block, which holds only the call on two hygienic locals (see
+        // `expand.rs` on why nothing else may be in one).
+        // The `unsafe` token carries the attribute's hygiene, not the
+        // user's: it is the expansion's, so a user's `forbid(unsafe_code)`
+        // does not apply to it.
+        let unsafe_block = quote_spanned! {Span::mixed_site().located_at(span)=>
+            unsafe { #krate::__private::Co::#method(#co, #local) }
+        };
+        let call = quote_spanned! {span=>
+            {
+                let #local = #value;
+                #unsafe_block
+            }.await
         };
         let mut group = Group::new(proc_macro2::Delimiter::None, call);
         group.set_span(span);
@@ -208,74 +211,6 @@ impl YieldRewriter {
         }
         out.into_iter().collect()
     }
-
-    /// A macro other than `yield_!`: `with_scope!` with a `yield_!` in its
-    /// block is expanded here (see [`Self::with_scope`]); in any other, a
-    /// `yield_!` is an error.
-    fn other_macro(&mut self, mac: &mut Macro) -> Option<TokenStream> {
-        if !contains_yield(&mac.tokens) {
-            return None;
-        }
-        if is_named(&mac.path, "with_scope") && !self.stub {
-            if let Some(expanded) = self.with_scope(mac) {
-                return Some(expanded);
-            }
-        }
-        let context = if is_named(&mac.path, "with_scope") && self.stub {
-            // Already judged by the real pass; keep the macro, placeholder in.
-            Context::Plain
-        } else {
-            Context::Macro(path_name(&mac.path))
-        };
-        mac.tokens = self.scan(&mac.tokens, &context);
-        None
-    }
-
-    /// `with_scope!(M as x => { .. yield_!(v) .. })` inside a manager fn
-    /// (Python's `async with lock: yield conn`), expanded by the attribute
-    /// itself so that the yield is awaited in place.
-    ///
-    /// Why this nesting is sound: the scope's block becomes an `async`
-    /// block that the scope's `Body` runner polls in place, pinned inside
-    /// the fn's own future, and drops only (a) when it finishes, (b) when a
-    /// deadline of the scope cuts it — which happens only while the fn is
-    /// polled, i.e. inside the generator's `enter` (before it lends: the
-    /// dropped yield future revokes what it published, and the generator
-    /// sees the revocation before it looks at the slot) or its `exit`
-    /// (after the lend ended) — or (c) with the whole fn future, which
-    /// needs the generator back from the body. `runtime/tests/lending.rs`
-    /// runs these paths under Miri.
-    ///
-    /// `None` if the tokens are not a valid `with_scope!` input: the
-    /// caller then reports the `yield_!` as inside a macro.
-    fn with_scope(&mut self, mac: &Macro) -> Option<TokenStream> {
-        let mut input = scope::parse_body(mac.tokens.clone(), self.krate.clone()).ok()?;
-        for manager in &mut input.managers {
-            let mut tokens = manager.expr.to_token_stream();
-            if contains_yield(&tokens) {
-                let _ = self.scan(&tokens, &Context::ManagerList);
-                tokens = quote!(::core::unreachable!());
-                manager.expr = syn::parse2(tokens).ok()?;
-            }
-        }
-        let mut block: syn::Block = syn::parse2(input.block.to_token_stream()).ok()?;
-        let slot = quote::format_ident!(
-            "__acm_yielded{}",
-            self.yielded.len(),
-            span = Span::mixed_site()
-        );
-        self.yielded.push(slot.clone());
-        self.visit_block_mut(&mut block);
-        self.yielded.pop();
-        input.yielded = Some(slot);
-        let mut group = Group::new(
-            proc_macro2::Delimiter::Brace,
-            block.stmts.iter().map(ToTokens::to_token_stream).collect(),
-        );
-        group.set_span(input.block.span());
-        input.block = group;
-        Some(scope::expand(&input))
-    }
 }
 
 /// Does a token stream contain `yield_ !` anywhere?
@@ -320,38 +255,29 @@ fn is_manager_fn(attrs: &[syn::Attribute]) -> bool {
 impl VisitMut for YieldRewriter {
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
         if let Expr::Macro(m) = expr {
-            let replacement = if is_yield(&m.mac.path) {
-                Some(self.rewrite(&m.mac))
-            } else {
-                self.other_macro(&mut m.mac)
-            };
-            if let Some(tokens) = replacement {
-                *expr = Expr::Verbatim(tokens);
+            if is_yield(&m.mac.path) {
+                *expr = Expr::Verbatim(self.rewrite(&m.mac));
+                return;
             }
-            return;
         }
         visit_mut::visit_expr_mut(self, expr);
     }
 
     fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
         if let Stmt::Macro(m) = stmt {
-            let replacement = if is_yield(&m.mac.path) {
-                Some(self.rewrite(&m.mac))
-            } else {
-                self.other_macro(&mut m.mac)
-            };
-            if let Some(tokens) = replacement {
-                *stmt = Stmt::Expr(Expr::Verbatim(tokens), m.semi_token);
+            if is_yield(&m.mac.path) {
+                let rewritten = self.rewrite(&m.mac);
+                *stmt = Stmt::Expr(Expr::Verbatim(rewritten), m.semi_token);
+                return;
             }
-            return;
         }
         visit_mut::visit_stmt_mut(self, stmt);
     }
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
-        // Macros not in expression or statement position (patterns, types,
-        // items): `yield_!` there is never awaited in place.
         if is_yield(&mac.path) {
+            // Not in expression or statement position (a pattern, a type,
+            // an item): `yield_!` there is never awaited in place.
             let span = mac
                 .path
                 .segments
@@ -359,8 +285,14 @@ impl VisitMut for YieldRewriter {
                 .map_or_else(Span::call_site, |s| s.ident.span());
             self.record(span, mac.path.to_token_stream(), Context::NotExpr);
         } else if contains_yield(&mac.tokens) {
-            let name = path_name(&mac.path);
-            mac.tokens = self.scan(&mac.tokens, &Context::Macro(name));
+            // Another macro's input: what it does with the tokens is out of
+            // sight, so a `yield_!` there is an error.
+            let context = if is_named(&mac.path, "with_scope") {
+                Context::WithScope
+            } else {
+                Context::Macro(path_name(&mac.path))
+            };
+            mac.tokens = self.scan(&mac.tokens, &context);
         }
     }
 

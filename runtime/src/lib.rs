@@ -42,9 +42,8 @@ pub use driver::{
     Stats, StillPending, drain, drain_timeout, in_place_limit, set_in_place_limit, stats,
 };
 pub use manager::{AsyncContextManager, Deadline, OwnedManager};
-pub use managers::adapters::{
-    AsyncClose, Closing, FromSync, NullContext, closing, from_sync, nullcontext,
-};
+pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcontext};
+pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::timeout::{
     Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
@@ -76,19 +75,6 @@ pub mod __private {
         RaiseFrom, RaiseNever,
     };
     pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
-
-    /// The outcome the managers of a `with_scope!` inside a manager fn see
-    /// when its block yielded: the block's own, or — if the block ended
-    /// well — the one its `yield_!` returned (Python: the exception thrown
-    /// into the generator propagates through its `async with`).
-    #[doc(hidden)]
-    #[must_use]
-    pub fn after_yield(own: crate::Outcome, yielded: Option<crate::Outcome>) -> crate::Outcome {
-        match (own, yielded) {
-            (crate::Outcome::Success, Some(yielded)) => yielded,
-            (own, _) => own,
-        }
-    }
 
     /// The placeholder of a `yield_!` in a manager fn that failed to
     /// compile: its body is kept (type-checked, never run) so that one

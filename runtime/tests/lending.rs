@@ -190,7 +190,7 @@ fn infallible_manager_accepts_an_io_result_block() {
 #[test]
 fn scope_dropped_mid_body_drops_the_lent_frame_once() {
     let drops = AtomicUsize::new(0);
-    let abandoned = async_contextlib::stats().abandoned;
+    let before = async_contextlib::stats();
     {
         let scope = async {
             let r: Result<(), String> = with_scope!(tracked(&drops) as t => {
@@ -205,8 +205,11 @@ fn scope_dropped_mid_body_drops_the_lent_frame_once() {
         assert!(scope.as_mut().poll(&mut cx).is_pending());
         assert_eq!(drops.load(Ordering::SeqCst), 0);
     }
-    // No runtime to finish a borrowing manager's exit: abandoned, counted,
-    // and its frame (with the lent local) dropped exactly once.
+    // No runtime: the borrowing manager's exit is finished in place, on
+    // this thread, before the drop returns (it fails on `Cancelled`); its
+    // frame, with the lent local, is dropped exactly once.
     assert_eq!(drops.load(Ordering::SeqCst), 1);
-    assert_eq!(async_contextlib::stats().abandoned, abandoned + 1);
+    let after = async_contextlib::stats();
+    assert_eq!(after.abandoned, before.abandoned);
+    assert!(after.exit_failures > before.exit_failures);
 }

@@ -11,9 +11,6 @@
 //!   (revoked, nothing lent), one leaked with `mem::forget` after publishing
 //!   and its local freed (the confirmation poll catches it: a clean panic,
 //!   no dangling `&mut`);
-//! * the one nesting the attribute accepts: `yield_!` in a `with_scope!`
-//!   block, including a deadline that cuts the block right after it
-//!   published;
 //! * generators crossing threads between enter and exit;
 //! * `enter` / `exit` called by hand in odd orders.
 
@@ -25,9 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use async_contextlib::generated::{Generator, LendMut};
-use async_contextlib::{
-    AsyncContextManager, Outcome, async_context_manager, nullcontext, with_scope, yield_,
-};
+use async_contextlib::{AsyncContextManager, Outcome, async_context_manager, with_scope, yield_};
 use futures_executor::block_on;
 
 /// Polls `fut` once with a no-op waker.
@@ -115,112 +110,6 @@ fn a_yield_future_that_finishes_the_fn_while_published_is_caught() {
         let _ = poll_once(enter.as_mut());
     }));
     assert!(panic_text(&*result.unwrap_err()).contains("not awaited in place"));
-}
-
-// ---------------------------------------------- yield_! in a with_scope! block
-
-#[async_context_manager]
-async fn recorded(log: Arc<Mutex<Vec<String>>>, name: &'static str) -> &mut String {
-    let mut value = format!("{name}-value");
-    log.lock().unwrap().push(format!("{name} enter"));
-    let outcome = yield_!(&mut value);
-    log.lock()
-        .unwrap()
-        .push(format!("{name} exit {} {value}", outcome.label()));
-}
-
-#[async_context_manager]
-async fn holds_inner(log: Arc<Mutex<Vec<String>>>) -> &mut String {
-    // Python's `async with inner() as v: yield v`.
-    with_scope!(recorded(log.clone(), "inner") as inner => {
-        inner.push_str("+outer");
-        let outcome = yield_!(inner);
-        log.lock().unwrap().push(format!("outer resumed {}", outcome.label()));
-    });
-}
-
-#[test]
-fn yield_in_a_with_scope_block_lends_the_inner_value() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    block_on(async {
-        with_scope!(holds_inner(log.clone()) as v => {
-            assert_eq!(v, "inner-value+outer");
-            v.push_str("+body");
-        });
-    });
-    assert_eq!(
-        *log.lock().unwrap(),
-        [
-            "inner enter",
-            "outer resumed success",
-            "inner exit success inner-value+outer+body",
-        ]
-    );
-}
-
-#[test]
-fn yield_in_a_with_scope_block_outcome_and_panic() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        block_on(async {
-            with_scope!(holds_inner(log.clone()) as v => {
-                v.clear();
-                if !v.is_empty() {
-                    return;
-                }
-                panic!("body")
-            });
-        });
-    }));
-    assert_eq!(panic_text(&*result.unwrap_err()), "body");
-    assert_eq!(
-        *log.lock().unwrap(),
-        [
-            "inner enter",
-            "outer resumed panicked",
-            "inner exit panicked ",
-        ]
-    );
-}
-
-#[async_context_manager]
-async fn cut_after_publishing(log: Arc<Mutex<Vec<String>>>) -> Result<&mut u32, String> {
-    // On a paused clock the block's sleep and the deadline fire together:
-    // the scope polls its block first (which publishes), then sees the
-    // deadline and drops the block — with the yield future in it, which
-    // revokes before the generator looks at the slot.
-    let limit = std::time::Duration::from_millis(10);
-    let r: Result<(), async_contextlib::Elapsed> = with_scope!(
-        async_contextlib::timeout(limit),
-        nullcontext(7_u32) as n => {
-            let mut n = n;
-            tokio::time::sleep(limit).await;
-            let _ = yield_!(&mut n);
-            log.lock().unwrap().push("unreachable".into());
-            Ok(())
-        }
-    );
-    log.lock()
-        .unwrap()
-        .push(format!("scope ended, cut: {}", r.is_err()));
-    r.map_err(|e| e.to_string())?;
-}
-
-#[test]
-fn a_deadline_that_cuts_a_published_yield_lends_nothing() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let r: Result<u32, String> = rt.block_on(async {
-        with_scope!(cut_after_publishing(log.clone()) as n => {
-            Ok(*n)
-        })
-    });
-    assert_eq!(r, Err("scope timed out after 10ms".into()));
-    assert_eq!(*log.lock().unwrap(), ["scope ended, cut: true"]);
 }
 
 // ------------------------------------------------------ crossing threads

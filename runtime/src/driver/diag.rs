@@ -158,10 +158,10 @@ pub(crate) fn report_out_of_order(name: &'static str) {
 /// the test harness does not swallow it).
 fn unmissable(name: &'static str, what: &str, why: &str, counter: &str) {
     use std::io::Write;
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     if tracing::enabled!(tracing::Level::ERROR) {
         return;
     }
-    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     {
         let mut seen = SEEN
             .lock()

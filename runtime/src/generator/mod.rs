@@ -25,10 +25,14 @@
 //!    `macros/src/valid.rs`) and emits the `.await` itself. So the yield
 //!    future, which holds the local's borrow, is dropped only with `F`.
 //! 2. **Nothing else can build a generator or a yield future.**
-//!    [`Generator::new`] is `unsafe`, with the contract above, and is the
-//!    only source of a [`Co`]; the attribute binds it to a hygienic name
-//!    that user code cannot write, and never hands it to another macro
-//!    (not even a `yield_!` the user's path resolves to).
+//!    [`Generator::new`] and the [`Co`] methods are `unsafe`, with the
+//!    contract above; `Generator::new` is the only source of a `Co`. The
+//!    attribute binds it to a hygienic name that user code cannot write,
+//!    never hands it to a macro, and its `unsafe` blocks hold nothing but a
+//!    call of these functions on hygienic locals — no user tokens, no
+//!    macro, no type: a path the user redirected (`crate = "..."`, or a
+//!    crate of their own named `async_contextlib`) can then only lead to
+//!    code of their own, which needs `unsafe` of its own to touch a `Co`.
 //! 3. **`F` is neither polled, moved nor dropped while the body holds the
 //!    lend.** `enter` returns `Value<'a>` where `'a` is the borrow of the
 //!    generator; `exit` and `Drop` need the generator back. `F` lives in
@@ -540,8 +544,9 @@ pub struct Co<Y: YieldMode> {
 }
 
 // A `Co` exists only inside the future `Generator::new` (unsafe) builds,
-// bound to a hygienic name user code cannot write, so its methods need not
-// be `unsafe` themselves.
+// bound to a hygienic name user code cannot write; its methods are `unsafe`
+// too, so that one reaching user code anyway (through a path the user
+// redirected, see `macros/src/expand.rs`) is useless without `unsafe`.
 //
 // SAFETY: `Co` is a pointer into the generator's own allocation; all it can
 // do is make the yield future, which moves the yielded value (or the lent
@@ -563,8 +568,13 @@ impl<Y: YieldMode> std::fmt::Debug for Co<Y> {
 
 impl<T> Co<ByValue<T>> {
     /// `yield_!(value)` for `-> T`.
+    ///
+    /// # Safety
+    ///
+    /// Only the attribute's expansion calls this, at its one `yield_!`;
+    /// the future is awaited at once, in place (see [`Generator::new`]).
     #[doc(hidden)]
-    pub fn yield_value(self, value: T) -> YieldValue<T> {
+    pub unsafe fn yield_value(self, value: T) -> YieldValue<T> {
         YieldValue {
             slot: self.slot,
             value: Some(value),
@@ -575,8 +585,13 @@ impl<T> Co<ByValue<T>> {
 
 impl<T: ?Sized> Co<LendMut<T>> {
     /// `yield_!(&mut local)` for `-> &mut T`.
+    ///
+    /// # Safety
+    ///
+    /// Only the attribute's expansion calls this, at its one `yield_!`;
+    /// the future is awaited at once, in place (see [`Generator::new`]).
     #[doc(hidden)]
-    pub fn lend_mut(self, value: &mut T) -> YieldLend<'_, T, LendMut<T>> {
+    pub unsafe fn lend_mut(self, value: &mut T) -> YieldLend<'_, T, LendMut<T>> {
         YieldLend {
             slot: self.slot,
             ptr: NonNull::from(value),
@@ -588,8 +603,13 @@ impl<T: ?Sized> Co<LendMut<T>> {
 
 impl<T: ?Sized> Co<LendRef<T>> {
     /// `yield_!(&local)` for `-> &T`.
+    ///
+    /// # Safety
+    ///
+    /// Only the attribute's expansion calls this, at its one `yield_!`;
+    /// the future is awaited at once, in place (see [`Generator::new`]).
     #[doc(hidden)]
-    pub fn lend_ref(self, value: &T) -> YieldLend<'_, T, LendRef<T>> {
+    pub unsafe fn lend_ref(self, value: &T) -> YieldLend<'_, T, LendRef<T>> {
         YieldLend {
             slot: self.slot,
             ptr: NonNull::from(value),

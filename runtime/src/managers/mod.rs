@@ -3,5 +3,6 @@
 //! (`nullcontext`, `closing`, `from_sync`).
 
 pub(crate) mod adapters;
+pub(crate) mod from_sync;
 pub(crate) mod shield;
 pub(crate) mod timeout;

@@ -1,0 +1,283 @@
+//! `from_sync`: a blocking enter/exit pair as a manager whose blocking work
+//! runs on tokio's blocking threads.
+//!
+//! Blocking work cannot be cut: once `spawn_blocking` runs the enter, it
+//! finishes whatever happens to the scope. So an enter cut by a timeout or a
+//! cancellation is not lost — the resource it acquires (a lock on a file,
+//! say) is released: when the enter completes after its future was
+//! dropped, its exit runs right there, on the blocking thread, with
+//! [`Outcome::Cancelled`], counted as entered and exited (and held by a
+//! ticket until then, so `drain` waits for it).
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::driver::ticket::{Kind, Ticket};
+use crate::driver::{diag, in_place, stats};
+use crate::outcome::Payload;
+use crate::{AsyncContextManager, Outcome, OwnedManager, Panic};
+
+const NAME: &str = "async_contextlib::from_sync";
+
+/// Turns a blocking enter/exit pair into a manager whose blocking work runs
+/// on tokio's blocking threads (`spawn_blocking`), off the async workers:
+/// for a file lock, a synchronous database driver, a C library.
+///
+/// `enter` produces the resource; the block borrows it as `&mut T`; `exit`
+/// gets it back with the block's [`Outcome`]. A panic in either resumes in
+/// the scope. Needs a tokio runtime.
+///
+/// An enter cannot be cut once it runs: if the scope is cancelled (or its
+/// `timeout` fires) while it does, the exit runs as soon as the enter
+/// completes, on the blocking thread, with `Outcome::Cancelled`.
+///
+/// ```
+/// use async_contextlib::{from_sync, with_scope, Outcome};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = from_sync(
+///     || Ok::<_, std::io::Error>(Vec::<u8>::new()),           // e.g. open and lock a file
+///     |buf: Vec<u8>, outcome: Outcome| {                       // e.g. flush and unlock it
+///         assert!(outcome.is_success());
+///         assert_eq!(buf, b"hi");
+///         Ok(())
+///     },
+/// );
+/// let r: Result<(), std::io::Error> = with_scope!(manager as buf => {
+///     buf.extend_from_slice(b"hi");
+///     Ok(())
+/// });
+/// r.unwrap();
+/// # }
+/// ```
+pub fn from_sync<T, E, En, Ex>(enter: En, exit: Ex) -> FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    FromSync {
+        enter: Some(enter),
+        shared: Arc::new(Shared {
+            state: Mutex::new(State::Idle),
+            exit: Mutex::new(Some(exit)),
+        }),
+        value: None,
+    }
+}
+
+/// The manager returned by [`from_sync`].
+pub struct FromSync<T, En, Ex> {
+    enter: Option<En>,
+    shared: Arc<Shared<T, Ex>>,
+    value: Option<T>,
+}
+
+impl<T, En, Ex> std::fmt::Debug for FromSync<T, En, Ex> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromSync")
+            .field("entered", &self.value.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the blocking enter and the future waiting for it share.
+struct Shared<T, Ex> {
+    state: Mutex<State<T>>,
+    /// Taken by the scope's exit, or by a cut enter's cleanup.
+    exit: Mutex<Option<Ex>>,
+}
+
+enum State<T> {
+    Idle,
+    Running,
+    /// The enter finished with this value.
+    Entered(T),
+    /// The enter failed (its error goes back through the join) or
+    /// panicked (its payload is here).
+    Failed(Option<Payload>),
+    /// The future waiting for the enter was dropped: whoever finishes the
+    /// enter runs the exit, under this ticket.
+    Abandoned(Ticket),
+    Taken,
+}
+
+fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs the exit of an enter whose scope is gone, on this (blocking)
+/// thread, and counts it as entered and exited.
+fn cleanup<T, E, Ex>(shared: &Shared<T, Ex>, value: T, mut ticket: Ticket)
+where
+    Ex: FnOnce(T, Outcome) -> Result<(), E>,
+{
+    stats::entered();
+    let exit = lock(&shared.exit).take();
+    let result =
+        exit.map(|exit| catch_unwind(AssertUnwindSafe(|| exit(value, Outcome::Cancelled))));
+    let failure = match result {
+        Some(Ok(Ok(()))) | None => None,
+        Some(Ok(Err(_))) => Some(format!("an error of type `{}`", std::any::type_name::<E>())),
+        Some(Err(payload)) => Some(format!(
+            "panicked: {}",
+            Panic::from_payload(&*payload).message()
+        )),
+    };
+    if let Some(failure) = failure {
+        stats::exit_failed();
+        diag::report_exit_error(NAME, "after a cut enter", &failure);
+    }
+    stats::exited();
+    ticket.done();
+}
+
+/// The future of a `from_sync` enter: waits for the blocking enter, and if
+/// dropped first, leaves its cleanup to whoever finishes it.
+struct SyncEnter<T, E, Ex>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+{
+    join: JoinHandle<Result<(), E>>,
+    shared: Arc<Shared<T, Ex>>,
+}
+
+impl<T, E, Ex> Future for SyncEnter<T, E, Ex>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+{
+    type Output = Result<T, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let joined = ready!(Pin::new(&mut self.join).poll(cx));
+        let state = std::mem::replace(&mut *lock(&self.shared.state), State::Taken);
+        match (state, joined) {
+            (State::Entered(value), _) => Poll::Ready(Ok(value)),
+            (State::Failed(Some(payload)), _) => resume_unwind(payload),
+            (_, Ok(Err(error))) => Poll::Ready(Err(error)),
+            (_, Err(e)) if e.is_panic() => resume_unwind(e.into_panic()),
+            (_, joined) => panic!(
+                "async-contextlib: from_sync enter ended without a value ({:?})",
+                joined.err()
+            ),
+        }
+    }
+}
+
+impl<T, E, Ex> Drop for SyncEnter<T, E, Ex>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+{
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        match std::mem::replace(&mut *state, State::Taken) {
+            // Still blocking: its thread runs the exit when it is done.
+            State::Running => *state = State::Abandoned(Ticket::new(NAME, Kind::Blocking)),
+            // Done, but never picked up: the value is ours to release, on
+            // the blocking pool too. With no runtime left to run it, the
+            // ticket counts it lost.
+            State::Entered(value) => {
+                drop(state);
+                let ticket = Ticket::new(NAME, Kind::Blocking);
+                let shared = self.shared.clone();
+                let work = move || cleanup(&shared, value, ticket);
+                if let Some(handle) = Handle::try_current().ok().or_else(crate::driver::fallback) {
+                    let _ = in_place::silently(move || drop(handle.spawn_blocking(work)));
+                }
+            }
+            other => *state = other,
+        }
+    }
+}
+
+impl<T, E, En, Ex> AsyncContextManager for FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    type Value<'a>
+        = &'a mut T
+    where
+        Self: 'a;
+    type Error = E;
+
+    async fn enter(&mut self) -> Result<&mut T, E> {
+        let enter = self
+            .enter
+            .take()
+            .expect("async-contextlib: from_sync manager entered twice; a manager is single-use");
+        *lock(&self.shared.state) = State::Running;
+        let shared = self.shared.clone();
+        let join = tokio::task::spawn_blocking(move || {
+            let entered = catch_unwind(AssertUnwindSafe(enter));
+            let mut state = lock(&shared.state);
+            match (std::mem::replace(&mut *state, State::Taken), entered) {
+                (State::Abandoned(ticket), Ok(Ok(value))) => {
+                    drop(state);
+                    cleanup(&shared, value, ticket);
+                    Ok(())
+                }
+                // Abandoned and failed or panicked: nothing was acquired.
+                (State::Abandoned(mut ticket), _) => {
+                    ticket.done();
+                    Ok(())
+                }
+                (_, Ok(Ok(value))) => {
+                    *state = State::Entered(value);
+                    Ok(())
+                }
+                (_, Ok(Err(error))) => {
+                    *state = State::Failed(None);
+                    Err(error)
+                }
+                (_, Err(payload)) => {
+                    *state = State::Failed(Some(payload));
+                    Ok(())
+                }
+            }
+        });
+        let shared = self.shared.clone();
+        let value = SyncEnter { join, shared }.await?;
+        Ok(self.value.insert(value))
+    }
+
+    async fn exit(&mut self, outcome: Outcome) -> Result<(), E> {
+        let exit = lock(&self.shared.exit).take();
+        let (Some(exit), Some(value)) = (exit, self.value.take()) else {
+            return Ok(());
+        };
+        match tokio::task::spawn_blocking(move || exit(value, outcome)).await {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => resume_unwind(e.into_panic()),
+            Err(e) => panic!("async-contextlib: from_sync exit was cancelled: {e}"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+}
+
+impl<T, E, En, Ex> OwnedManager for FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+}
