@@ -7,17 +7,22 @@ use syn::{LitStr, Path, Token};
 
 use crate::error::bail;
 
-const VALID: &str = "`crate = \"path\"`";
+const VALID: &str = "`crate = \"path\"`, `borrowing`";
 
 /// The parsed arguments, each with the span it was written at.
+#[derive(Default)]
 pub(crate) struct Args {
     /// `crate = "path"`: where the facade is, for crates that re-export it.
     pub(crate) krate: Option<(Path, Span)>,
+    /// `borrowing`: never an `OwnedManager`, even if the signature borrows
+    /// nothing (e.g. a method taking `self` on a type with lifetimes, which
+    /// would otherwise get `where Self: 'static`).
+    pub(crate) borrowing: Option<Span>,
 }
 
 struct Arg {
     key: syn::Ident,
-    value: LitStr,
+    value: Option<LitStr>,
 }
 
 impl Parse for Arg {
@@ -28,6 +33,9 @@ impl Parse for Arg {
         } else {
             syn::Ident::parse_any_ident(input)?
         };
+        if key == "borrowing" {
+            return Ok(Arg { key, value: None });
+        }
         if key != "crate" {
             bail!(
                 key,
@@ -42,7 +50,10 @@ impl Parse for Arg {
         let value: LitStr = input.parse().map_err(|e| {
             syn::Error::new(e.span(), format!("expected a string literal path: {VALID}"))
         })?;
-        Ok(Arg { key, value })
+        Ok(Arg {
+            key,
+            value: Some(value),
+        })
     }
 }
 
@@ -65,17 +76,26 @@ impl ParseAnyIdent for syn::Ident {
 impl Args {
     pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Args> {
         let parsed = Punctuated::<Arg, Token![,]>::parse_terminated.parse2(tokens)?;
-        let mut args = Args { krate: None };
+        let mut args = Args::default();
         for arg in parsed {
-            // Only `crate` gets past `Arg::parse`.
-            if args.krate.is_some() {
+            let duplicate = if arg.key == "crate" {
+                args.krate.is_some()
+            } else {
+                args.borrowing.is_some()
+            };
+            if duplicate {
                 bail!(
                     arg.key,
-                    "duplicate #[async_context_manager] argument `crate`"
+                    "duplicate #[async_context_manager] argument `{}`",
+                    arg.key
                 );
             }
-            let path: Path = arg
-                .value
+            // Only `crate` and `borrowing` get past `Arg::parse`.
+            let Some(value) = arg.value else {
+                args.borrowing = Some(arg.key.span());
+                continue;
+            };
+            let path: Path = value
                 .parse()
                 .ok()
                 // Plain segments only: the path is spliced into `unsafe`
@@ -83,11 +103,11 @@ impl Args {
                 .filter(|p: &Path| p.segments.iter().all(|s| s.arguments.is_none()))
                 .ok_or_else(|| {
                     syn::Error::new(
-                        arg.value.span(),
+                        value.span(),
                         "expected a plain path such as \"my_crate::contextlib\" in `crate = \"...\"`",
                     )
                 })?;
-            args.krate = Some((path, arg.value.span()));
+            args.krate = Some((path, value.span()));
         }
         Ok(args)
     }

@@ -24,7 +24,7 @@ pub(crate) fn async_context_manager(
     // (with the default crate path) so that its uses keep resolving.
     let (args, mut errors) = match Args::parse(args) {
         Ok(args) => (args, None),
-        Err(error) => (Args { krate: None }, Some(error)),
+        Err(error) => (Args::default(), Some(error)),
     };
     let item = parse::item_fn(&item).map_err(|e| combine(errors.take(), e))?;
     let krate = if let Some((path, _)) = &args.krate {
@@ -37,7 +37,7 @@ pub(crate) fn async_context_manager(
     if let Err(error) = valid::asyncness(&item) {
         errors = Some(combine(errors, error));
     }
-    let mut manager = match ManagerFn::new(item.clone()) {
+    let mut manager = match ManagerFn::new(item.clone(), args.borrowing.is_some()) {
         Ok(manager) => manager,
         Err(error) => return Ok(with_stub_body(combine(errors, error), &item, &krate)),
     };
@@ -184,6 +184,12 @@ fn expand(
 
     let mut sig = sig.clone();
     sig.asyncness = None;
+    if manager.static_self {
+        sig.generics
+            .make_where_clause()
+            .predicates
+            .push(syn::parse_quote!(Self: 'static));
+    }
     let prelude = take_arguments(&mut sig);
     let ret_span = match &manager.item.sig.output {
         ReturnType::Type(_, ty) => ty.span(),

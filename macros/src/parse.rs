@@ -28,6 +28,10 @@ pub(crate) struct ManagerFn {
     pub(crate) error: Option<Type>,
     /// Its signature borrows nothing: the manager is `OwnedManager`.
     pub(crate) owned: bool,
+    /// Owned because `Self` is taken by value (`self`, `self: Arc<Self>`):
+    /// the generated fn adds `where Self: 'static` (SPEC §5: owned means
+    /// every type parameter, `Self` included, bounded by `'static`).
+    pub(crate) static_self: bool,
 }
 
 /// Parses the item; anything but a fn is an error.
@@ -63,16 +67,34 @@ fn describe(item: &Item) -> &'static str {
 
 impl ManagerFn {
     /// Reads the signature of an `async fn` (asyncness is checked before).
-    pub(crate) fn new(item: ItemFn) -> syn::Result<ManagerFn> {
+    /// `borrowing`: the user opted out of ownership
+    /// (`#[async_context_manager(borrowing)]`).
+    pub(crate) fn new(item: ItemFn, borrowing: bool) -> syn::Result<ManagerFn> {
         let (mode, error) = read_return(&item.sig.output)?;
-        let owned = is_owned(&item, &mode, error.as_ref());
+        let ownership = if borrowing {
+            Ownership::Borrowing
+        } else {
+            ownership(&item, &mode, error.as_ref())
+        };
         Ok(ManagerFn {
             item,
             mode,
             error,
-            owned,
+            owned: ownership != Ownership::Borrowing,
+            static_self: ownership == Ownership::OwnedIfSelfStatic,
         })
     }
+}
+
+#[derive(PartialEq, Eq)]
+enum Ownership {
+    Owned,
+    /// Owned once `Self: 'static` is added: the only thing the signature
+    /// could borrow through is `Self` itself, taken by value (`self`,
+    /// `self: Arc<Self>`), as a type without lifetimes is — the common case,
+    /// made owned without ceremony.
+    OwnedIfSelfStatic,
+    Borrowing,
 }
 
 fn read_return(output: &ReturnType) -> syn::Result<(Mode, Option<Type>)> {
@@ -189,7 +211,7 @@ impl<'ast> Visit<'ast> for ElidedLifetimes {
 /// lifetime other than `'static`, every generic type parameter (and `Self`,
 /// and `impl Trait`) bounded by `'static`. The lent reference of the return
 /// type is the scope's own and does not count.
-fn is_owned(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> bool {
+fn ownership(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> Ownership {
     let sig = &item.sig;
     let static_bound = |bounds: &syn::punctuated::Punctuated<TypeParamBound, syn::Token![+]>| {
         bounds
@@ -207,15 +229,16 @@ fn is_owned(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> bool {
     };
     for param in &sig.generics.params {
         match param {
-            GenericParam::Lifetime(_) => return false,
+            GenericParam::Lifetime(_) => return Ownership::Borrowing,
             GenericParam::Type(t) => {
                 if !static_bound(&t.bounds) && !where_static(&t.ident.to_string()) {
-                    return false;
+                    return Ownership::Borrowing;
                 }
             }
             GenericParam::Const(_) => {}
         }
     }
+    let mut self_by_value = false;
     let mut check = Borrows {
         borrows: false,
         uses_self: false,
@@ -224,8 +247,9 @@ fn is_owned(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> bool {
         match input {
             FnArg::Receiver(r) => {
                 if r.reference.is_some() {
-                    return false;
+                    return Ownership::Borrowing;
                 }
+                self_by_value = true;
                 check.uses_self = true;
                 check.visit_type(&r.ty);
             }
@@ -238,7 +262,15 @@ fn is_owned(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> bool {
     if let Some(error) = error {
         check.visit_type(error);
     }
-    !check.borrows && (!check.uses_self || where_static("Self"))
+    if check.borrows {
+        Ownership::Borrowing
+    } else if !check.uses_self || where_static("Self") {
+        Ownership::Owned
+    } else if self_by_value {
+        Ownership::OwnedIfSelfStatic
+    } else {
+        Ownership::Borrowing
+    }
 }
 
 struct Borrows {

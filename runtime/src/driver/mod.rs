@@ -232,7 +232,7 @@ impl Timer {
     fn new(limit: Duration) -> Timer {
         if let Some(handle) = fallback() {
             return Timer {
-                task: Some(handle.spawn(tokio::time::sleep(limit))),
+                task: Some(handle.spawn(async move { tokio::time::sleep(limit).await })),
                 thread: None,
             };
         }

@@ -1,0 +1,973 @@
+//! Issue 8: the exit driver under faults — never hang, never deadlock,
+//! never lose an exit silently.
+//!
+//! Every scenario runs in a child process of this test binary (see
+//! [`isolated`]), with a watchdog: a hang or an abort fails the parent test
+//! instead of stalling or killing the suite, and the child's `stats()` are
+//! its own, so each scenario checks them exactly. Each is named after the
+//! case of the issue it reproduces.
+
+mod driver_util;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_contextlib::{
+    AsyncContextManager, Outcome, OwnedManager, Stats, async_context_manager, drain_timeout,
+    from_sync, set_in_place_limit, stats, with_scope, yield_,
+};
+use driver_util::{Probe, current_thread, forever, multi_thread};
+use futures::FutureExt;
+use futures::poll;
+
+// ------------------------------------------------------------ the harness
+
+const CHILD_ENV: &str = "ASYNC_CONTEXTLIB_FAULT_SCENARIO";
+
+/// Runs `scenario` in a child process (this test binary, running only the
+/// ignored `child` test with `CHILD_ENV` naming the scenario), killing it
+/// after `limit`. Returns its output; panics if it hung, aborted or failed.
+fn isolated(scenario: &str, limit: Duration) -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut child = Command::new(exe)
+        .args([
+            "child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child test process");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("child output");
+            panic!(
+                "scenario `{scenario}` hung (killed after {limit:?}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().expect("child output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        status.success() && text.contains("1 passed"),
+        "scenario `{scenario}` failed ({status}):\n{text}"
+    );
+    text
+}
+
+/// The child side: runs the scenario `CHILD_ENV` names.
+#[test]
+#[ignore = "run by the other tests of this file, each in its own process"]
+fn child() {
+    let Ok(name) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let scenario = SCENARIOS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no scenario `{name}`"));
+    (scenario.1)();
+}
+
+macro_rules! scenarios {
+    ($($name:ident: $limit:expr;)*) => {
+        const SCENARIOS: &[(&str, fn())] = &[$((stringify!($name), scenarios::$name)),*];
+        $(
+            #[test]
+            fn $name() {
+                isolated(stringify!($name), $limit);
+            }
+        )*
+    };
+}
+
+const SHORT: Duration = Duration::from_secs(60);
+
+scenarios! {
+    case1_sync_panic_in_exit_borrowing_current_thread: SHORT;
+    case1_sync_panic_in_exit_borrowing_multi_thread: SHORT;
+    case1_sync_panic_in_exit_owned_current_thread: SHORT;
+    case1_sync_panic_in_exit_owned_multi_thread: SHORT;
+    case1_sync_panic_in_enter_current_thread: SHORT;
+    case1_sync_panic_in_enter_multi_thread: SHORT;
+    case1_panic_in_name: SHORT;
+    case1_sync_panic_in_exit_on_cancellation: SHORT;
+    case2_local_set_on_multi_thread_runs_owned_exits_behind_a_borrowing_one: SHORT;
+    case2_an_in_place_exit_that_drops_another_scope: SHORT;
+    case2_block_on_inside_spawn_blocking: SHORT;
+    case3_scope_future_in_a_thread_local: SHORT;
+    case3_current_thread_runtime_in_a_thread_local: SHORT;
+    case3_local_set_in_a_thread_local: SHORT;
+    case4_dropping_a_multi_thread_runtime_never_hangs: SHORT;
+    case4_shutdown_timeout_accounts_for_every_exit: SHORT;
+    case4_shutdown_background_accounts_for_every_exit: SHORT;
+    case5_an_in_place_exit_that_never_finishes_is_abandoned: SHORT;
+    case5_drain_timeout_names_an_in_place_exit_in_flight: SHORT;
+    case6_sibling_exits_run_concurrently_multi_thread: SHORT;
+    case6_sibling_exits_run_concurrently_current_thread: SHORT;
+    case7_from_sync_enter_cut_by_an_outer_timeout: SHORT;
+    case7_from_sync_enter_cut_by_enter_timeout: SHORT;
+    case7_from_sync_enter_cut_by_a_timeout_manager: SHORT;
+    case8_drain_timeout_without_a_runtime: SHORT;
+    case9_pool_on_current_thread_returns_every_connection: SHORT;
+    case9_arc_self_is_owned_without_ceremony: SHORT;
+    case9_an_abandoned_exit_is_written_to_stderr_without_a_subscriber: SHORT;
+}
+
+// ------------------------------------------------------------ managers
+
+/// What an enter or exit does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Return,
+    /// Panics before returning its future.
+    SyncPanic,
+    Sleep(u64),
+    /// Never finishes, and never asks to be woken.
+    Forever,
+}
+
+/// A hand-written manager whose enter and exit do `enter` and `exit`;
+/// `P` is `Arc<Probe>` (owned) or `&Probe` (borrowing).
+struct Hand<P> {
+    id: &'static str,
+    probe: P,
+    enter: Act,
+    exit: Act,
+}
+
+impl<P> Hand<P> {
+    fn new(id: &'static str, probe: P) -> Self {
+        Hand {
+            id,
+            probe,
+            enter: Act::Return,
+            exit: Act::Return,
+        }
+    }
+    fn enter(mut self, act: Act) -> Self {
+        self.enter = act;
+        self
+    }
+    fn exit(mut self, act: Act) -> Self {
+        self.exit = act;
+        self
+    }
+}
+
+async fn act(a: Act) {
+    match a {
+        Act::Return | Act::SyncPanic => {}
+        Act::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Act::Forever => std::future::pending().await,
+    }
+}
+
+impl<P: std::ops::Deref<Target = Probe>> AsyncContextManager for Hand<P> {
+    type Value<'a>
+        = &'static str
+    where
+        Self: 'a;
+    type Error = Infallible;
+
+    fn enter(&mut self) -> impl Future<Output = Result<&'static str, Infallible>> {
+        assert!(self.enter != Act::SyncPanic, "{}: enter panicked", self.id);
+        async move {
+            act(self.enter).await;
+            self.probe.entered.fetch_add(1, SeqCst);
+            Ok(self.id)
+        }
+    }
+
+    fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), Infallible>> {
+        assert!(self.exit != Act::SyncPanic, "{}: exit panicked", self.id);
+        async move {
+            self.probe
+                .log
+                .lock()
+                .unwrap()
+                .push(format!("{}:{}", self.id, outcome.label()));
+            act(self.exit).await;
+            self.probe.exited.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.id
+    }
+}
+
+impl OwnedManager for Hand<Arc<Probe>> {}
+
+/// Every entered manager is accounted for: exited, abandoned or lost.
+fn assert_accounted(s: Stats) {
+    assert_eq!(s.active, 0, "{s:?}");
+    assert_eq!(s.entered, s.exited + s.abandoned + s.lost, "{s:?}");
+}
+
+/// `stats()` once the driver holds nothing (waits up to 10 s).
+fn settled() -> Stats {
+    let _ = futures::executor::block_on(drain_timeout(Duration::from_secs(10)));
+    stats()
+}
+
+// ------------------------------------------------------------ scenarios
+
+mod scenarios {
+    use super::*;
+
+    /// Case 1: a hand-written manager's `exit` panics before returning its
+    /// future. The other manager sees `Panicked`, both are counted, the
+    /// panic resumes once.
+    fn sync_panic_in_exit(owned: bool, rt: tokio::runtime::Runtime) {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = rt.block_on(
+            AssertUnwindSafe(async move {
+                if owned {
+                    with_scope!(Hand::new("outer", p.clone()),
+                                Hand::new("bad", p.clone()).exit(Act::SyncPanic) => { 1 })
+                } else {
+                    with_scope!(Hand::new("outer", &*p),
+                                Hand::new("bad", &*p).exit(Act::SyncPanic) => { 1 })
+                }
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the exit's panic resumes");
+        assert_eq!(
+            payload.downcast_ref::<String>().unwrap(),
+            "bad: exit panicked"
+        );
+        assert_eq!(probe.log(), ["outer:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case1_sync_panic_in_exit_borrowing_current_thread() {
+        sync_panic_in_exit(false, current_thread());
+    }
+    pub(super) fn case1_sync_panic_in_exit_borrowing_multi_thread() {
+        sync_panic_in_exit(false, multi_thread());
+    }
+    pub(super) fn case1_sync_panic_in_exit_owned_current_thread() {
+        sync_panic_in_exit(true, current_thread());
+    }
+    pub(super) fn case1_sync_panic_in_exit_owned_multi_thread() {
+        sync_panic_in_exit(true, multi_thread());
+    }
+
+    fn sync_panic_in_enter(rt: tokio::runtime::Runtime) {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = rt.block_on(
+            AssertUnwindSafe(async move {
+                with_scope!(Hand::new("outer", &*p),
+                            Hand::new("bad", &*p).enter(Act::SyncPanic) => { 1 })
+            })
+            .catch_unwind(),
+        );
+        assert!(result.is_err(), "the enter's panic resumes");
+        assert_eq!(probe.log(), ["outer:panicked"]);
+        let s = settled();
+        // `bad` never entered; its panic counts as a failure.
+        assert_eq!((s.entered, s.exited, s.exit_failures), (1, 1, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case1_sync_panic_in_enter_current_thread() {
+        sync_panic_in_enter(current_thread());
+    }
+    pub(super) fn case1_sync_panic_in_enter_multi_thread() {
+        sync_panic_in_enter(multi_thread());
+    }
+
+    struct BadName;
+    impl AsyncContextManager for BadName {
+        type Value<'a> = ();
+        type Error = Infallible;
+        async fn enter(&mut self) -> Result<(), Infallible> {
+            Ok(())
+        }
+        async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> {
+            Ok(())
+        }
+        fn name(&self) -> &'static str {
+            panic!("name panicked")
+        }
+    }
+
+    pub(super) fn case1_panic_in_name() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move { with_scope!(Hand::new("outer", &*p), BadName => { 1 }) })
+                .catch_unwind(),
+        );
+        assert!(result.is_err());
+        assert_eq!(probe.log(), ["outer:panicked"]);
+        assert_accounted(settled());
+    }
+
+    /// An exit that panics synchronously on the cancellation paths (in
+    /// place and detached) is counted, and the others still exit.
+    pub(super) fn case1_sync_panic_in_exit_on_cancellation() {
+        for rt in [current_thread(), multi_thread()] {
+            let probe = Probe::new();
+            let before = stats();
+            rt.block_on(async {
+                let p = probe.clone();
+                let mut fut = Box::pin(async move {
+                    with_scope!(Hand::new("outer-owned", p.clone()),
+                                Hand::new("bad-borrowing", &*p).exit(Act::SyncPanic),
+                                Hand::new("bad-owned", p.clone()).exit(Act::SyncPanic) => {
+                        forever().await
+                    })
+                });
+                assert!(poll!(fut.as_mut()).is_pending());
+                drop(fut);
+                // The detached exits run on this runtime: drain on it.
+                drain_timeout(Duration::from_secs(10)).await.unwrap();
+            });
+            let s = stats();
+            assert_eq!(probe.log(), ["outer-owned:cancelled"]);
+            assert_eq!(s.exit_failures - before.exit_failures, 2, "{s:?}");
+            drop(rt);
+        }
+        let s = settled();
+        assert_eq!(s.exited, 6, "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// Case 2: owned exits queued behind a borrowing one, where tokio
+    /// refuses `block_in_place` (a `LocalSet` on a multi-thread runtime):
+    /// all run, in order.
+    pub(super) fn case2_local_set_on_multi_thread_runs_owned_exits_behind_a_borrowing_one() {
+        let rt = multi_thread();
+        let probe = Probe::new();
+        let local = tokio::task::LocalSet::new();
+        rt.block_on(local.run_until(async {
+            let p = probe.clone();
+            let mut fut = Box::pin(async move {
+                with_scope!(Hand::new("a", p.clone()).exit(Act::Sleep(5)),
+                            Hand::new("b", &*p).exit(Act::Sleep(5)),
+                            Hand::new("c", p.clone()).exit(Act::Sleep(5)) => { forever().await })
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            drop(fut);
+        }));
+        let s = settled();
+        assert_eq!(probe.log(), ["c:cancelled", "b:cancelled", "a:cancelled"]);
+        assert_eq!(
+            (s.entered, s.exited, s.lost, s.abandoned),
+            (3, 3, 0, 0),
+            "{s:?}"
+        );
+        assert_accounted(s);
+    }
+
+    /// A borrowing manager whose exit drops another scope (over an owned
+    /// manager): that scope's exit runs at once, not after the exit
+    /// finishing in place (which may be waiting on it).
+    struct DropsAScope<'a> {
+        probe: &'a Probe,
+        inner: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    }
+
+    impl AsyncContextManager for DropsAScope<'_> {
+        type Value<'b>
+            = ()
+        where
+            Self: 'b;
+        type Error = Infallible;
+        async fn enter(&mut self) -> Result<(), Infallible> {
+            let p = Arc::new(Probe::default());
+            let shared = p.clone();
+            let mut inner: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(async move {
+                    with_scope!(Hand::new("inner", shared) => { forever().await });
+                });
+            assert!(poll!(inner.as_mut()).is_pending());
+            self.inner = Some(inner);
+            self.probe.entered.fetch_add(1, SeqCst);
+            Ok(())
+        }
+        async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> {
+            self.inner = None; // drops the inner scope
+            self.probe.exited.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    pub(super) fn case2_an_in_place_exit_that_drops_another_scope() {
+        for rt in [current_thread(), multi_thread()] {
+            let probe = Probe::new();
+            rt.block_on(async {
+                let p = probe.clone();
+                let mut fut = Box::pin(async move {
+                    with_scope!(DropsAScope { probe: &p, inner: None } => { forever().await })
+                });
+                assert!(poll!(fut.as_mut()).is_pending());
+                drop(fut);
+            });
+            let s = settled();
+            assert_eq!(probe.exited(), 1);
+            assert_eq!((s.lost, s.abandoned), (0, 0), "{s:?}");
+            drop(rt);
+        }
+        let s = settled();
+        // Two outer and two inner managers, all exited.
+        assert_eq!((s.entered, s.exited), (4, 4), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// `futures::executor::block_on` inside `spawn_blocking`: no nested
+    /// executor panic, every exit runs.
+    pub(super) fn case2_block_on_inside_spawn_blocking() {
+        let rt = multi_thread();
+        let probe = Probe::new();
+        let p = probe.clone();
+        rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                futures::executor::block_on(async {
+                    let mut fut = Box::pin(async {
+                        with_scope!(Hand::new("a", p.clone()),
+                                    Hand::new("b", &*p),
+                                    Hand::new("c", p.clone()) => { forever().await })
+                    });
+                    assert!(poll!(fut.as_mut()).is_pending());
+                    drop(fut);
+                });
+            })
+            .await
+            .unwrap();
+        });
+        let s = settled();
+        assert_eq!(probe.log(), ["c:cancelled", "b:cancelled", "a:cancelled"]);
+        assert_eq!((s.exited, s.lost, s.abandoned), (3, 0, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    type Boxed = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Case 3: a scope future kept in a thread-local, dropped when its
+    /// thread ends (after the driver's own thread-locals may be gone): no
+    /// abort, every exit accounted.
+    pub(super) fn case3_scope_future_in_a_thread_local() {
+        thread_local! {
+            static KEPT: std::cell::RefCell<Vec<Boxed>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let probe = Probe::new();
+        let p = probe.clone();
+        std::thread::spawn(move || {
+            let mut fut: Boxed = Box::pin(async move {
+                with_scope!(Hand::new("owned", p.clone()), Hand::new("borrowing", &*p) => {
+                    forever().await
+                });
+            });
+            futures::executor::block_on(async {
+                assert!(poll!(fut.as_mut()).is_pending());
+            });
+            KEPT.with(|k| k.borrow_mut().push(fut));
+        })
+        .join()
+        .expect("the thread ended without a panic");
+        let s = settled();
+        assert_eq!(s.entered, 2, "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// A current-thread runtime kept in a thread-local, with a task holding
+    /// a scope: dropped at thread exit.
+    pub(super) fn case3_current_thread_runtime_in_a_thread_local() {
+        thread_local! {
+            static RT: std::cell::RefCell<Option<tokio::runtime::Runtime>> = const { std::cell::RefCell::new(None) };
+        }
+        let probe = Probe::new();
+        let p = probe.clone();
+        std::thread::spawn(move || {
+            let rt = current_thread();
+            let task = rt.spawn(async move {
+                with_scope!(Hand::new("owned", p.clone()).exit(Act::Sleep(1)), Hand::new("borrowing", &*p) => {
+                    forever().await
+                });
+            });
+            rt.block_on(async {
+                while probe_entered(&task) {
+                    tokio::task::yield_now().await;
+                }
+            });
+            RT.with(|r| *r.borrow_mut() = Some(rt));
+        })
+        .join()
+        .expect("the thread ended without a panic");
+        let s = settled();
+        assert_eq!(s.entered, 2, "{s:?}");
+        assert_accounted(s);
+        assert_eq!(probe.entered(), 2);
+    }
+
+    /// Yields until the task had a chance to enter (it never finishes).
+    fn probe_entered(task: &tokio::task::JoinHandle<()>) -> bool {
+        static POLLS: AtomicUsize = AtomicUsize::new(0);
+        !task.is_finished() && POLLS.fetch_add(1, SeqCst) < 10
+    }
+
+    /// A `LocalSet` kept in a thread-local, with local tasks holding scopes.
+    pub(super) fn case3_local_set_in_a_thread_local() {
+        thread_local! {
+            static LOCAL: std::cell::RefCell<Option<tokio::task::LocalSet>> = const { std::cell::RefCell::new(None) };
+        }
+        let probe = Probe::new();
+        let p = probe.clone();
+        std::thread::spawn(move || {
+            let rt = current_thread();
+            let local = tokio::task::LocalSet::new();
+            let q = p.clone();
+            local.spawn_local(async move {
+                with_scope!(Hand::new("owned", q.clone()), Hand::new("borrowing", &*q) => {
+                    forever().await
+                });
+            });
+            rt.block_on(local.run_until(async {
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+            }));
+            LOCAL.with(|l| *l.borrow_mut() = Some(local));
+            // The runtime goes first; the `LocalSet` at thread exit.
+            drop(rt);
+        })
+        .join()
+        .expect("the thread ended without a panic");
+        let s = settled();
+        assert_eq!(probe.entered(), 2);
+        assert_accounted(s);
+    }
+
+    /// Case 4: dropping a multi-thread runtime while tasks hold scopes over
+    /// borrowing managers whose exits await a timer returns promptly;
+    /// every exit is accounted for (lost: the timers can no longer fire).
+    pub(super) fn case4_dropping_a_multi_thread_runtime_never_hangs() {
+        let rt = multi_thread();
+        let entered = Arc::new(AtomicUsize::new(0));
+        for _ in 0..8 {
+            let entered = entered.clone();
+            rt.spawn(async move {
+                let probe = Probe::default();
+                with_scope!(Hand::new("timer-exit", &probe).exit(Act::Sleep(60_000)) => {
+                    entered.fetch_add(1, SeqCst);
+                    forever().await
+                });
+            });
+        }
+        while entered.load(SeqCst) < 8 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let started = Instant::now();
+        drop(rt);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let s = settled();
+        assert_eq!(s.entered, 8, "{s:?}");
+        assert_accounted(s);
+    }
+
+    fn spawn_scopes(rt: &tokio::runtime::Runtime, n: usize) {
+        let entered = Arc::new(AtomicUsize::new(0));
+        for i in 0..n {
+            let entered = entered.clone();
+            rt.spawn(async move {
+                let probe = Arc::new(Probe::default());
+                if i % 2 == 0 {
+                    with_scope!(Hand::new("borrowing", &*probe).exit(Act::Sleep(10)) => {
+                        entered.fetch_add(1, SeqCst);
+                        forever().await
+                    });
+                } else {
+                    with_scope!(Hand::new("owned", probe.clone()).exit(Act::Sleep(10)) => {
+                        entered.fetch_add(1, SeqCst);
+                        forever().await
+                    });
+                }
+            });
+        }
+        while entered.load(SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Every entered exit is eventually exited, abandoned or lost.
+    fn eventually_accounted(n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = stats();
+            if s.entered == n && s.active == 0 && s.pending == 0 {
+                assert_accounted(s);
+                return;
+            }
+            assert!(Instant::now() < deadline, "not accounted: {s:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub(super) fn case4_shutdown_timeout_accounts_for_every_exit() {
+        let rt = multi_thread();
+        spawn_scopes(&rt, 40);
+        rt.shutdown_timeout(Duration::from_millis(100));
+        eventually_accounted(40);
+    }
+
+    pub(super) fn case4_shutdown_background_accounts_for_every_exit() {
+        let rt = multi_thread();
+        spawn_scopes(&rt, 40);
+        rt.shutdown_background();
+        eventually_accounted(40);
+    }
+
+    /// Case 5: an in-place exit that never finishes is abandoned at the
+    /// limit; the drop returns, `active` comes back, the runtime drops.
+    pub(super) fn case5_an_in_place_exit_that_never_finishes_is_abandoned() {
+        set_in_place_limit(Duration::from_millis(200));
+        for rt in [multi_thread(), current_thread()] {
+            rt.block_on(async {
+                let probe = Probe::new();
+                let p = probe.clone();
+                let mut fut = Box::pin(async move {
+                    with_scope!(Hand::new("never", &*p).exit(Act::Forever) => { forever().await })
+                });
+                assert!(poll!(fut.as_mut()).is_pending());
+                let started = Instant::now();
+                drop(fut);
+                assert!(started.elapsed() >= Duration::from_millis(200));
+                assert!(started.elapsed() < Duration::from_secs(5));
+            });
+            drop(rt);
+        }
+        let s = settled();
+        assert_eq!((s.entered, s.abandoned, s.exited), (2, 2, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// `drain_timeout` reports an exit still finishing in place.
+    pub(super) fn case5_drain_timeout_names_an_in_place_exit_in_flight() {
+        let rt = multi_thread();
+        let started = Arc::new(AtomicBool::new(false));
+        let s2 = started.clone();
+        let task = rt.spawn(async move {
+            let probe = Probe::default();
+            let mut fut = Box::pin(async {
+                with_scope!(Hand::new("slow-in-place", &probe).exit(Act::Sleep(500)) => {
+                    forever().await
+                })
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            s2.store(true, SeqCst);
+            drop(fut); // finishes in place: 0.5 s
+        });
+        while !started.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let err = futures::executor::block_on(drain_timeout(Duration::from_millis(100)))
+            .expect_err("the in-place exit is still running");
+        assert_eq!(err.names(), ["slow-in-place"]);
+        rt.block_on(task).unwrap();
+        let s = settled();
+        assert_eq!(s.exited, 1);
+        assert_accounted(s);
+    }
+
+    /// Case 6: two sibling scopes in one `join!`: one holds a lock until
+    /// its exit, the other's exit needs that lock. Cancelled, their exits
+    /// run concurrently (not one after the other), then their parent's.
+    #[async_context_manager]
+    async fn holds_lock(lock: Arc<tokio::sync::Mutex<()>>, log: Arc<Mutex<Vec<String>>>) -> u32 {
+        let guard = lock.lock_owned().await;
+        let _ = yield_!(1);
+        log.lock().unwrap().push("holder exits".into());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(guard);
+    }
+
+    #[async_context_manager]
+    async fn needs_lock(lock: Arc<tokio::sync::Mutex<()>>, log: Arc<Mutex<Vec<String>>>) -> u32 {
+        let _ = yield_!(2);
+        let _guard = lock.lock().await;
+        log.lock().unwrap().push("needer exits".into());
+    }
+
+    #[async_context_manager]
+    async fn parent(log: Arc<Mutex<Vec<String>>>) -> u32 {
+        let _ = yield_!(0);
+        log.lock().unwrap().push("parent exits".into());
+    }
+
+    fn siblings(rt: tokio::runtime::Runtime) {
+        for holder_first in [true, false] {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let lock = Arc::new(tokio::sync::Mutex::new(()));
+            let (l, k) = (log.clone(), lock.clone());
+            rt.block_on(async move {
+                let scope = async move {
+                    with_scope!(parent(l.clone()) => {
+                        let holder = async {
+                            with_scope!(holds_lock(k.clone(), l.clone()) => { forever().await })
+                        };
+                        let needer = async {
+                            with_scope!(needs_lock(k.clone(), l.clone()) => { forever().await })
+                        };
+                        if holder_first {
+                            tokio::join!(holder, needer);
+                        } else {
+                            tokio::join!(needer, holder);
+                        }
+                    })
+                };
+                let r = tokio::time::timeout(Duration::from_millis(20), scope).await;
+                assert!(r.is_err());
+                drain_timeout(Duration::from_secs(5))
+                    .await
+                    .expect("sibling exits must not deadlock");
+            });
+            let log = log.lock().unwrap().clone();
+            assert_eq!(log.len(), 3, "{log:?}");
+            assert_eq!(
+                log[2], "parent exits",
+                "the parent exits after both: {log:?}"
+            );
+        }
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.lost), (6, 6, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case6_sibling_exits_run_concurrently_multi_thread() {
+        siblings(multi_thread());
+    }
+    pub(super) fn case6_sibling_exits_run_concurrently_current_thread() {
+        siblings(current_thread());
+    }
+
+    /// Case 7: a `from_sync` enter (a blocking acquisition) cut before it
+    /// completes still gets its exit — the lock it took is released.
+    fn lock_file(
+        held: &Arc<AtomicBool>,
+    ) -> impl OwnedManager<Error = std::io::Error> + Send + use<> {
+        let (h1, h2) = (held.clone(), held.clone());
+        from_sync(
+            move || {
+                std::thread::sleep(Duration::from_millis(200));
+                h1.store(true, SeqCst);
+                Ok::<_, std::io::Error>(())
+            },
+            move |(), outcome| {
+                assert!(matches!(outcome, Outcome::Cancelled));
+                h2.store(false, SeqCst);
+                Ok(())
+            },
+        )
+    }
+
+    fn check_released(held: &AtomicBool) {
+        let s = settled();
+        assert!(
+            !held.load(SeqCst),
+            "the lock taken by the cut enter was released"
+        );
+        assert_eq!((s.entered, s.exited, s.lost), (1, 1, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case7_from_sync_enter_cut_by_an_outer_timeout() {
+        let held = Arc::new(AtomicBool::new(false));
+        let manager = lock_file(&held);
+        multi_thread().block_on(async move {
+            let scope = async move {
+                let r: Result<(), std::io::Error> = with_scope!(manager => { Ok(()) });
+                r
+            };
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), scope)
+                    .await
+                    .is_err()
+            );
+        });
+        check_released(&held);
+    }
+
+    pub(super) fn case7_from_sync_enter_cut_by_enter_timeout() {
+        let held = Arc::new(AtomicBool::new(false));
+        let manager = async_contextlib::enter_timeout(lock_file(&held), Duration::from_millis(20));
+        multi_thread().block_on(async move {
+            let r: Result<(), async_contextlib::EnterError<std::io::Error>> =
+                with_scope!(manager => { Ok(()) });
+            assert!(matches!(r, Err(async_contextlib::EnterError::TimedOut(_))));
+        });
+        check_released(&held);
+    }
+
+    pub(super) fn case7_from_sync_enter_cut_by_a_timeout_manager() {
+        let held = Arc::new(AtomicBool::new(false));
+        let manager = lock_file(&held);
+        let r = multi_thread().block_on(async move {
+            let r: Result<(), std::io::Error> = with_scope!(
+                async_contextlib::timeout(Duration::from_millis(20)), manager => { Ok(()) });
+            r
+        });
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        let s = settled();
+        assert!(!held.load(SeqCst));
+        // The timeout manager and the cut enter's own accounting.
+        assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// Case 8: `drain_timeout` works with no runtime at all.
+    pub(super) fn case8_drain_timeout_without_a_runtime() {
+        futures::executor::block_on(async {
+            drain_timeout(Duration::from_millis(10)).await.unwrap();
+            // Work that never finishes, handed to the driver.
+            drop(async_contextlib::shield(std::future::pending::<()>()));
+            let started = Instant::now();
+            let err = drain_timeout(Duration::from_millis(50)).await.unwrap_err();
+            assert!(started.elapsed() >= Duration::from_millis(50));
+            assert_eq!(err.names(), ["async_contextlib::shield"]);
+        });
+    }
+
+    /// Case 9: a pool whose `acquire(&self)` is a generated (borrowing)
+    /// method, on a current-thread runtime: borrowers cancelled by
+    /// `select!` and `timeout` return every connection.
+    struct Pool {
+        idle: tokio::sync::Mutex<Vec<u32>>,
+    }
+
+    impl Pool {
+        #[async_context_manager]
+        async fn acquire(&self) -> &mut u32 {
+            let mut conn = self.idle.lock().await.pop().expect("a free connection");
+            let _ = yield_!(&mut conn);
+            self.idle.lock().await.push(conn);
+        }
+
+        /// Owned without ceremony: `self: Arc<Self>` on a type without
+        /// lifetimes is an `OwnedManager`.
+        #[async_context_manager]
+        async fn acquire_owned(self: Arc<Self>) -> u32 {
+            let conn = self.idle.lock().await.pop().expect("a free connection");
+            let _ = yield_!(conn);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.idle.lock().await.push(conn);
+        }
+    }
+
+    pub(super) fn case9_pool_on_current_thread_returns_every_connection() {
+        let pool = Pool {
+            idle: tokio::sync::Mutex::new(vec![1, 2, 3]),
+        };
+        current_thread().block_on(async {
+            tokio::select! {
+                () = async { with_scope!(pool.acquire() as c => { *c += 10; forever().await }) } => {}
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            let r = tokio::time::timeout(Duration::from_millis(5), async {
+                with_scope!(pool.acquire() as _c, pool.acquire() as _d => { forever().await })
+            })
+            .await;
+            assert!(r.is_err());
+        });
+        let mut idle = pool.idle.into_inner();
+        idle.sort_unstable();
+        // The first borrower took connection 3 and used it.
+        assert_eq!(idle, [1, 2, 13]);
+        let s = settled();
+        assert_eq!(
+            (s.entered, s.exited, s.abandoned, s.lost),
+            (3, 3, 0, 0),
+            "{s:?}"
+        );
+    }
+
+    fn owned<M: OwnedManager>(m: M) -> M {
+        m
+    }
+
+    pub(super) fn case9_arc_self_is_owned_without_ceremony() {
+        let pool = Arc::new(Pool {
+            idle: tokio::sync::Mutex::new(vec![1]),
+        });
+        let p = pool.clone();
+        current_thread().block_on(async move {
+            let task = tokio::spawn(async move {
+                with_scope!(owned(p.acquire_owned()) as _c => { forever().await })
+            });
+            tokio::task::yield_now().await;
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+            // Detached: its exit (which sleeps on this runtime) finishes on it.
+            drain_timeout(Duration::from_secs(5)).await.unwrap();
+        });
+        assert_eq!(pool.idle.try_lock().unwrap().len(), 1);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (1, 1, 0), "{s:?}");
+    }
+
+    /// An abandoned exit, with no `tracing` subscriber installed, is still
+    /// written to stderr (straight to the file descriptor, which the test
+    /// harness does not capture): checked by the parent test.
+    pub(super) fn case9_an_abandoned_exit_is_written_to_stderr_without_a_subscriber() {
+        set_in_place_limit(Duration::from_millis(20));
+        current_thread().block_on(async {
+            let probe = Probe::new();
+            let p = probe.clone();
+            let mut fut = Box::pin(async move {
+                with_scope!(Hand::new("waits-on-its-runtime", &*p).exit(Act::Sleep(60_000)) => {
+                    forever().await
+                })
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            drop(fut);
+        });
+        assert_eq!(stats().abandoned, 1);
+    }
+}
+
+#[test]
+fn case9_the_abandoned_exit_line_names_the_manager_and_the_counter() {
+    let out = isolated(
+        "case9_an_abandoned_exit_is_written_to_stderr_without_a_subscriber",
+        SHORT,
+    );
+    assert!(
+        out.contains("async-contextlib: the exit of `waits-on-its-runtime` was abandoned")
+            && out.contains("stats().abandoned"),
+        "{out}"
+    );
+}
