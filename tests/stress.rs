@@ -1,12 +1,16 @@
-//! Issue 4 stress test: many scopes on a multi-thread runtime, nested two
-//! deep, with random success / `Err` / panic / cancellation at random points
-//! (enter, body, exit), over owned (hand-written and generated) and
-//! borrowing managers. After `drain()`, every entered manager exited exactly
-//! once and the driver holds nothing.
+//! Stress test (issues 4 and 8): many scopes nested two deep — the inner
+//! level sometimes two sibling scopes in one `join!` — with random success /
+//! `Err` / panic / cancellation at random points (enter, body, exit), over
+//! owned (hand-written and generated) and borrowing managers, in batches
+//! on a multi-thread runtime, a current-thread runtime and a `LocalSet` on
+//! a multi-thread runtime. After `drain()`, every entered manager exited
+//! exactly once and the driver holds nothing. Then the same scopes on a
+//! runtime that is shut down mid-run: every entered manager exited at most
+//! once, and each one is accounted for (exited, abandoned or lost).
 //!
-//! 100,000 scopes in debug and release builds (about 2 s in debug on two
-//! cores): `cargo test --test stress` or `cargo test --release --test stress`;
-//! `STRESS_SCOPES=n` overrides the count.
+//! 100,000 scopes in debug and release builds: `cargo test --test stress`
+//! or `cargo test --release --test stress`; `STRESS_SCOPES=n` overrides the
+//! count.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -21,8 +25,9 @@ use async_contextlib::{
 };
 
 const SCOPES: usize = 100_000;
-/// Managers per scope tree: two in the outer scope, one in the inner one.
-const PER_SCOPE: usize = 3;
+/// Managers per scope tree: two in the outer scope, one in each of the (at
+/// most two, sibling) inner scopes.
+const PER_SCOPE: usize = 4;
 
 fn scopes() -> usize {
     std::env::var("STRESS_SCOPES")
@@ -208,11 +213,13 @@ impl<F: Future> Future for Budget<F> {
 async fn one_scope(i: usize, c: Arc<Counters>) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let base = i * PER_SCOPE;
-    let (p0, p1, p2) = (rng.plan(), rng.plan(), rng.plan());
+    let (p0, p1, p2, p3) = (rng.plan(), rng.plan(), rng.plan(), rng.plan());
     let body = rng.act();
     let body_yields = rng.below(3) as u8;
     let hand_outer = rng.below(2) == 0;
     let inner_kind = rng.below(3) as u8;
+    let sibling_kind = rng.below(3) as u8;
+    let siblings = rng.below(3) == 0;
     // 0 = no cancellation; else cancel after that many polls.
     let budget = if rng.below(4) == 0 {
         1 + rng.below(12) as u32
@@ -227,13 +234,25 @@ async fn one_scope(i: usize, c: Arc<Counters>) {
             plan: p0,
             c: c.clone(),
         };
+        // The inner level: one scope, or two sibling scopes in a `join!`.
+        let level = |c: Arc<Counters>| async move {
+            if siblings {
+                let (x, y) = tokio::join!(
+                    inner(base + 2, p2, inner_kind, body, body_yields, c.clone()),
+                    inner(base + 3, p3, sibling_kind, Act::Ok, body_yields, c.clone()),
+                );
+                Ok(x? + y?)
+            } else {
+                inner(base + 2, p2, inner_kind, body, body_yields, c).await
+            }
+        };
         let r: Result<usize, StressError> = if hand_outer {
-            with_scope!(outer as a, generated(base + 1, p1, c.clone()) as b => {
-                inner(a + b, base + 2, p2, inner_kind, body, body_yields, c.clone()).await
+            with_scope!(outer as _a, generated(base + 1, p1, c.clone()) as _b => {
+                level(c.clone()).await
             })
         } else {
-            with_scope!(generated(base + 1, p1, c.clone()) as b, outer as a => {
-                inner(a + b, base + 2, p2, inner_kind, body, body_yields, c.clone()).await
+            with_scope!(generated(base + 1, p1, c.clone()) as _b, outer as _a => {
+                level(c.clone()).await
             })
         };
         r
@@ -249,7 +268,6 @@ async fn one_scope(i: usize, c: Arc<Counters>) {
 }
 
 async fn inner(
-    _sum: usize,
     slot: usize,
     plan: Plan,
     kind: u8,
@@ -272,6 +290,84 @@ async fn inner(
     }
 }
 
+/// How a batch of scopes runs.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    MultiThread,
+    CurrentThread,
+    LocalSet,
+}
+
+/// Runs scopes `range` to their end (or cancellation) in `mode`.
+fn run_batch(mode: Mode, range: std::ops::Range<usize>, c: &Arc<Counters>) {
+    let spawn_all = |spawn: &dyn Fn(usize) -> tokio::task::JoinHandle<()>| {
+        range.clone().map(spawn).collect::<Vec<_>>()
+    };
+    let join = |handles: Vec<tokio::task::JoinHandle<()>>| async move {
+        for h in handles {
+            let _ = h.await; // Err for scopes that panicked, by design
+        }
+    };
+    match mode {
+        Mode::MultiThread => multi_thread().block_on(async {
+            let handles = spawn_all(&|i| tokio::spawn(one_scope(i, c.clone())));
+            join(handles).await;
+            drain().await;
+        }),
+        Mode::CurrentThread => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let handles = spawn_all(&|i| tokio::spawn(one_scope(i, c.clone())));
+                join(handles).await;
+                drain().await;
+            });
+        }
+        Mode::LocalSet => {
+            let local = tokio::task::LocalSet::new();
+            multi_thread().block_on(local.run_until(async {
+                let handles = spawn_all(&|i| tokio::task::spawn_local(one_scope(i, c.clone())));
+                join(handles).await;
+                drain().await;
+            }));
+        }
+    }
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Per manager: entered at most once, and every exit started and finished
+/// exactly as often as it was entered (`exact`), or at most as often (a
+/// runtime shut down mid-run). Returns how many were entered.
+fn check_slots(c: &Counters, range: std::ops::Range<usize>, exact: bool) -> usize {
+    let mut entered = 0;
+    for slot in range {
+        let e = c.entered[slot].load(SeqCst);
+        let s = c.exit_started[slot].load(SeqCst);
+        let x = c.exited[slot].load(SeqCst);
+        let ok = if exact {
+            e <= 1 && s == e && x == e
+        } else {
+            e <= 1 && s <= e && x <= s
+        };
+        assert!(
+            ok,
+            "manager {slot}: entered {e}, exit started {s}, exited {x}"
+        );
+        entered += usize::from(e);
+    }
+    assert_eq!(c.doubles.load(SeqCst), 0);
+    entered
+}
+
 #[test]
 fn stress_every_entered_manager_exits_exactly_once() {
     // Thousands of panics on purpose: keep the output readable.
@@ -289,41 +385,19 @@ fn stress_every_entered_manager_exits_exactly_once() {
     }));
     let n = scopes();
     let started = std::time::Instant::now();
-    let counters = Arc::new(Counters::new(n * PER_SCOPE));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = counters.clone();
-    rt.block_on(async move {
-        const BATCH: usize = 2_000;
-        let mut start = 0;
-        while start < n {
-            let end = (start + BATCH).min(n);
-            let handles: Vec<_> = (start..end)
-                .map(|i| tokio::spawn(one_scope(i, c.clone())))
-                .collect();
-            for h in handles {
-                let _ = h.await; // Err for scopes that panicked, by design
-            }
-            start = end;
-        }
-        drain().await;
-    });
-    let c = &counters;
-    let mut entered = 0;
-    for slot in 0..n * PER_SCOPE {
-        let e = c.entered[slot].load(SeqCst);
-        let s = c.exit_started[slot].load(SeqCst);
-        let x = c.exited[slot].load(SeqCst);
-        assert!(
-            e <= 1 && s == e && x == e,
-            "manager {slot}: entered {e}, exit started {s}, exited {x}"
-        );
-        entered += usize::from(e);
+    let counters = Arc::new(Counters::new(2 * n * PER_SCOPE));
+    const BATCH: usize = 2_000;
+    let modes = [Mode::MultiThread, Mode::CurrentThread, Mode::LocalSet];
+    let mut start = 0;
+    let mut batch = 0;
+    while start < n {
+        let end = (start + BATCH).min(n);
+        run_batch(modes[batch % modes.len()], start..end, &counters);
+        start = end;
+        batch += 1;
     }
-    assert_eq!(c.doubles.load(SeqCst), 0);
+    let c = &counters;
+    let entered = check_slots(c, 0..n * PER_SCOPE, true);
     let cancelled = c.cancelled.load(SeqCst);
     assert!(
         cancelled as usize > n / 10,
@@ -339,5 +413,44 @@ fn stress_every_entered_manager_exits_exactly_once() {
     eprintln!(
         "stress: {n} scopes ({cancelled} cancelled), {entered} managers entered, {:?} ({s:?})",
         started.elapsed()
+    );
+
+    // The same scopes again, on a runtime shut down mid-run.
+    let before = stats();
+    let shutdown_n = (n / 10).max(100);
+    let range = n..n + shutdown_n;
+    let rt = multi_thread();
+    for i in range.clone() {
+        rt.spawn(one_scope(i, counters.clone()));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let dropped = std::time::Instant::now();
+    drop(rt);
+    assert!(
+        dropped.elapsed() < std::time::Duration::from_secs(20),
+        "shutdown hung"
+    );
+    let entered = check_slots(
+        &counters,
+        n * PER_SCOPE..(n + shutdown_n) * PER_SCOPE,
+        false,
+    );
+    let s = stats();
+    assert_eq!(s.active, 0, "{s:?}");
+    assert_eq!(
+        (s.entered - before.entered) as usize,
+        entered,
+        "every enter was counted: {s:?}"
+    );
+    assert_eq!(
+        s.entered - before.entered,
+        (s.exited - before.exited) + (s.abandoned - before.abandoned) + (s.lost - before.lost),
+        "every entered manager exited, or was counted abandoned or lost: {s:?}"
+    );
+    eprintln!(
+        "stress: {shutdown_n} scopes on a runtime shut down mid-run: {entered} entered, \
+         {} lost, {} abandoned",
+        s.lost - before.lost,
+        s.abandoned - before.abandoned
     );
 }

@@ -140,9 +140,10 @@ impl VisitMut for StaticElided {
 //     pub async fn transaction(db: Db) -> Result<&mut Tx, DbError> { BODY }
 // Output:
 //     pub fn transaction(db: Db) -> ::async_contextlib::generated::Generator<
-//         impl Future<Output = Result<(), DbError>>, LendMut<Tx>, Owned>
+//         impl Future<Output = Result<(), DbError>>, LendMut<Tx>, Owned, impl Sized>
 //     {
-//         let __acm_make = move |__acm_co: Co<LendMut<Tx>>| async move {
+//         struct __AcmBrand;                         // this fn's own: see `Generator::new`
+//         let __acm_make = move |__acm_co: Co<LendMut<Tx>, __AcmBrand>| async move {
 //             let db = db;                           // the frame owns every argument
 //             yield_!(@__acm_unused);                // keeps the user's `yield_` import used
 //             let () = { BODY' };                    // yield_!(x) → (__acm_co.lend_mut(x).await)
@@ -202,9 +203,16 @@ fn expand(
     // The `impl` token carries this crate's edition (2024), whose capture
     // rules let the opaque future capture the fn's elided lifetimes even
     // in an edition-2021 caller (tests/edition2021).
+    // The last parameter is the fn's brand (a type local to its body),
+    // opaque to callers.
     let impl_kw = syn::Token![impl](Span::mixed_site());
     sig.output = syn::parse_quote_spanned! {ret_span=>
-        -> #krate::generated::Generator<#impl_kw ::core::future::Future<Output = #output>, #mode_ty, #owner>
+        -> #krate::generated::Generator<
+            #impl_kw ::core::future::Future<Output = #output>,
+            #mode_ty,
+            #owner,
+            #impl_kw ::core::marker::Sized,
+        >
     };
 
     let tail = match &manager.error {
@@ -225,17 +233,21 @@ fn expand(
     let allow = stub.then(|| quote!(#[allow(unused_variables, unused_mut)]));
     let make = Ident::new("__acm_make", Span::mixed_site());
     let name_local = Ident::new("__acm_name", Span::mixed_site());
+    let brand = Ident::new("__AcmBrand", Span::mixed_site());
     // The user's body is in the closure and the name is computed before:
     // the `unsafe` block holds one call on two hygienic locals and nothing
     // else — no user tokens (they would get unsafe powers), no macro and
     // no type (a path the user redirected with `crate = "..."` could then
     // expand to code of theirs inside it). Redirected, `Generator::new`
-    // can only be a safe fn of the user's own, or fail to type-check.
+    // can only be a safe fn of the user's own, or fail to type-check; and
+    // the yielder's type carries this fn's own brand, so such a fn cannot
+    // feed this body a yielder stolen from another fn's expansion.
     quote! {
         #(#attrs)*
         #allow
         #vis #sig {
-            let #make = move |#co: #krate::__private::Co<#mode_ty>| async move { #body };
+            struct #brand;
+            let #make = move |#co: #krate::__private::Co<#mode_ty, #brand>| async move { #body };
             let #name_local: &'static str =
                 ::core::concat!(::core::module_path!(), "::", #name);
             // SAFETY: the body uses the yielder only through the one

@@ -193,25 +193,38 @@ impl Wake for Signal {
 }
 
 /// A minimal `block_on` with a deadline, on this thread.
-fn run_here<F: Future + ?Sized>(mut fut: Pin<&mut F>, deadline: Instant) -> Option<F::Output> {
+///
+/// It also polls again after a quiet spell, without a wake: on a runtime
+/// thread, tokio defers some wakes (`yield_now`, an exhausted coop budget)
+/// to its scheduler's next tick, which never comes while the thread waits
+/// here; a future must accept a spurious poll, and this one is cheap next
+/// to a wake that never arrives. The budget is lifted too
+/// (`tokio::task::unconstrained`), so tokio's own primitives do not yield.
+fn run_here<F: Future + ?Sized>(fut: Pin<&mut F>, deadline: Instant) -> Option<F::Output> {
+    let mut fut = tokio::task::unconstrained(fut);
     let signal = Arc::new(Signal::default());
     let waker = Waker::from(signal.clone());
     let mut cx = Context::from_waker(&waker);
+    let mut quiet = Duration::from_micros(100);
     loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+        if let Poll::Ready(out) = Pin::new(&mut fut).poll(&mut cx) {
             return Some(out);
         }
         let mut woken = signal.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*woken {
+        if !*woken {
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
+            let wait = quiet.min(deadline - now);
             woken = signal
                 .cvar
-                .wait_timeout(woken, deadline - now)
+                .wait_timeout(woken, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            if !*woken {
+                quiet = (quiet * 2).min(Duration::from_millis(50));
+            }
         }
         *woken = false;
     }
