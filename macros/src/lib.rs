@@ -44,10 +44,13 @@ mod yields;
 /// clauses, and works as a method (`&self`, `&mut self`, `self`,
 /// `self: Arc<Self>`) in inherent impls. Its signature decides what happens
 /// on cancellation: if it borrows nothing (no reference or non-`'static`
-/// lifetime; every type parameter, `impl Trait` argument and `Self` bounded
-/// by `'static`), the manager is an `OwnedManager` and its exit runs on
-/// the exit driver after the scope is dropped; otherwise the exit is
-/// finished in place.
+/// lifetime; every type parameter and `impl Trait` argument bounded by
+/// `'static`), the manager is an `OwnedManager` and its exit runs on the
+/// exit driver after the scope is dropped; otherwise the exit is finished
+/// in place, before the drop returns. A method taking `self` by value
+/// (`self`, `self: Arc<Self>`) is owned too, with `where Self: 'static`
+/// added for it; `#[async_context_manager(borrowing)]` opts out (a type
+/// with lifetimes).
 ///
 /// ```
 /// use async_contextlib::{async_context_manager, with_scope, yield_};
@@ -71,10 +74,17 @@ mod yields;
 /// panics at enter with a message naming it, like Python's "generator
 /// didn't yield". Mistakes Python finds at run time are compile errors
 /// here: no `yield_!`, a second `yield_!`, a `yield_!` in a loop, closure,
-/// nested `async` block or nested fn, and a non-`async` fn.
+/// nested `async` block or nested fn, and a non-`async` fn. So is a
+/// `yield_!` inside another macro's input (`pin!`, `vec![]`, `select!`,
+/// `with_scope!`, your own `macro_rules!`): the attribute cannot see what
+/// that macro does with it, and the lent borrow is sound only if the yield
+/// is awaited in place, in the fn's own body. Bind the outcome first
+/// (`let outcome = yield_!(x);`) and use it in the macro; hold a resource
+/// across the yield as a local (the code after `yield_!` runs on every
+/// path, as an exit does).
 ///
 /// `#[async_context_manager(crate = "path")]` names the facade for crates
-/// that re-export `async-contextlib`.
+/// that re-export `async-contextlib` (a plain path).
 #[proc_macro_attribute]
 pub fn async_context_manager(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::async_context_manager(args.into(), item.into())
