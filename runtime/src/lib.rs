@@ -41,10 +41,11 @@ pub use driver::diag::{set_slow_exit_limit, slow_exit_limit};
 pub use driver::{
     Stats, StillPending, drain, drain_timeout, in_place_limit, set_in_place_limit, stats,
 };
-pub use manager::{AsyncContextManager, Deadline, OwnedManager};
+pub use manager::{AsyncContextManager, Deadline, OwnedManager, SendManager};
 pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcontext};
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
+pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};
 pub use managers::timeout::{
     Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
 };

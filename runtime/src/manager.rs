@@ -110,6 +110,12 @@ pub trait AsyncContextManager {
     /// whose exit state lives in their own allocation, say yes.
     #[doc(hidden)]
     const __RESUMABLE_EXIT: bool = false;
+
+    /// Whether dropping the manager itself finishes what it has entered
+    /// when its scope is cancelled (an `ExitStack` does, entry by entry),
+    /// so that the scope's guard only drops it.
+    #[doc(hidden)]
+    const __DROP_CANCELS: bool = false;
 }
 
 /// A manager whose exit may outlive the scope: `'static`, owning everything
@@ -140,6 +146,69 @@ pub trait AsyncContextManager {
 /// multi-thread tokio runtime, or abandoned, reported and counted where that
 /// is impossible.
 pub trait OwnedManager: AsyncContextManager + 'static {}
+
+/// A manager whose exit is a `Send` future: what an [`ExitStack`] takes, so
+/// that a task holding the stack can be spawned (stable Rust cannot state
+/// "this manager's exit future is `Send`" for a generic manager; this trait
+/// states it once, per type).
+///
+/// Generated managers implement it (when their future is `Send`), as do
+/// the library's own. For a hand-written manager whose exit is `Send`, it
+/// is one line, [`send_manager!`](crate::send_manager), or by hand:
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use async_contextlib::{AsyncContextManager, Outcome, SendManager};
+/// struct Lease { id: u64 }
+/// # impl AsyncContextManager for Lease {
+/// #     type Value<'a> = u64;
+/// #     type Error = Infallible;
+/// #     async fn enter(&mut self) -> Result<u64, Infallible> { Ok(self.id) }
+/// #     async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> { Ok(()) }
+/// # }
+/// impl SendManager for Lease {
+///     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Infallible> {
+///         self.exit(outcome).await
+///     }
+/// }
+/// # let _ = Lease { id: 1 };
+/// ```
+///
+/// A manager whose exit is not `Send` goes in a
+/// [`LocalExitStack`](crate::LocalExitStack) instead.
+///
+/// [`ExitStack`]: crate::ExitStack
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be entered into an `ExitStack`: its exit is not known to be `Send`",
+    label = "needs `SendManager`",
+    note = "implement `SendManager` for it (one line: `async_contextlib::send_manager!({Self});`), or use a `LocalExitStack` for managers whose exit is not `Send`"
+)]
+pub trait SendManager: AsyncContextManager + Send + Sized {
+    /// The manager's exit, as a `Send` future that owns the manager.
+    fn exit_owned(self, outcome: Outcome) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Implements [`SendManager`] for a hand-written manager type whose exit
+/// future is `Send` (a compile error says so if it is not):
+/// `send_manager!(Lease);`. For a generic type, write the impl by hand (see
+/// [`SendManager`]).
+#[macro_export]
+macro_rules! send_manager {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            impl $crate::SendManager for $ty {
+                fn exit_owned(
+                    mut self,
+                    outcome: $crate::Outcome,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<(), <Self as $crate::AsyncContextManager>::Error>,
+                > + ::core::marker::Send {
+                    async move { $crate::AsyncContextManager::exit(&mut self, outcome).await }
+                }
+            }
+        )+
+    };
+}
 
 /// When a manager's body must end, and the error the scope then fails with.
 /// See [`AsyncContextManager::deadline`].
@@ -177,4 +246,6 @@ impl<M: AsyncContextManager + ?Sized> AsyncContextManager for &mut M {
     }
 
     const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
+    // Not `__DROP_CANCELS`: dropping the borrow drops nothing, so a
+    // borrowed stack is unwound by its exit, in place.
 }

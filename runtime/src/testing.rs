@@ -142,3 +142,5 @@ impl AsyncContextManager for Recording {
 }
 
 impl OwnedManager for Recording {}
+
+crate::send_manager!(Recording);

@@ -213,3 +213,33 @@ fn scope_dropped_mid_body_drops_the_lent_frame_once() {
     assert_eq!(after.abandoned, before.abandoned);
     assert!(after.exit_failures > before.exit_failures);
 }
+
+#[test]
+fn an_exit_stack_dropped_with_lent_entries_exits_each_once() {
+    use async_contextlib::LocalExitStack;
+    let drops = AtomicUsize::new(0);
+    let seen = Cell::new(Vec::new());
+    {
+        let stack = LocalExitStack::new();
+        let scope = async {
+            let v = stack.enter(lend_vec_sync(&seen)).await.unwrap();
+            v.push(4);
+            let t = stack.enter(tracked(&drops)).await.unwrap();
+            t.1.push(1);
+        };
+        futures_executor::block_on(scope);
+        // Dropped unclosed: both exit in place (no runtime here), with
+        // `Cancelled`, newest first; the frames are dropped once.
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.take(), vec![1, 2, 3, 4, 100]);
+}
+
+#[async_context_manager]
+async fn lend_vec_sync(seen: &Cell<Vec<u32>>) -> &mut Vec<u32> {
+    let mut v = vec![1, 2, 3];
+    let outcome = yield_!(&mut v);
+    assert!(matches!(outcome, Outcome::Cancelled));
+    v.push(100);
+    seen.set(v);
+}

@@ -37,7 +37,9 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::cascade::{self, Node};
 use super::ticket::{Kind, Ticket};
-use super::{diag, fallback, spawn};
+use super::{diag, fallback, spawn, stats};
+use crate::Panic;
+use crate::outcome::Payload;
 
 static LIMIT_NANOS: AtomicU64 = AtomicU64::new(1_000_000_000);
 
@@ -273,4 +275,66 @@ fn loud<R>(f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(SILENT.try_with(|s| s.replace(false)).ok());
     f()
+}
+
+/// Counts and reports an exit the scope finished in place on cancellation.
+pub(crate) fn record<E>(
+    name: &'static str,
+    context: &'static str,
+    ran: Ran<Result<Result<(), E>, Payload>>,
+) {
+    let result = match ran {
+        Ran::Done(result) => result,
+        Ran::TimedOut => {
+            stats::abandoned();
+            diag::report_abandoned(
+                name,
+                "the exit did not finish within the in-place limit \
+                 (async_contextlib::set_in_place_limit); on a current-thread runtime an exit \
+                 that waits on that runtime's timers or I/O cannot progress while it is \
+                 finished in place: make the manager owned (its signature borrowing nothing, \
+                 or `impl OwnedManager`) so that it is detached instead",
+            );
+            return;
+        }
+        Ran::ShuttingDown => {
+            stats::lost(true);
+            diag::report_lost(name, "in-place exit");
+            return;
+        }
+    };
+    if !matches!(result, Ok(Ok(()))) {
+        stats::exit_failed();
+        diag::report_exit_error(name, context, &describe_exit_failure::<E>(result.err()));
+    }
+    stats::exited();
+}
+
+/// Text for an exit failure seen where the error's type is generic: a
+/// panic's message, or the error type's name.
+fn describe_exit_failure<E>(panic: Option<Payload>) -> String {
+    match panic {
+        Some(payload) => format!("panicked: {}", Panic::from_payload(&*payload).message()),
+        None => format!("an error of type `{}`", std::any::type_name::<E>()),
+    }
+}
+
+/// [`record`] for a cleanup callback (not an entered manager): its failure
+/// is reported and counted, but it is not counted as exited (it was never
+/// entered), nor abandoned or lost.
+pub(crate) fn record_callback<E: std::fmt::Display>(
+    name: &'static str,
+    ran: Ran<Result<Result<(), E>, Payload>>,
+) {
+    let failure = match ran {
+        Ran::Done(Ok(Ok(()))) => return,
+        Ran::Done(Ok(Err(error))) => error.to_string(),
+        Ran::Done(Err(payload)) => {
+            format!("panicked: {}", Panic::from_payload(&*payload).message())
+        }
+        Ran::TimedOut => "it did not finish within the in-place limit".to_owned(),
+        Ran::ShuttingDown => "its runtime shut down before it could finish".to_owned(),
+    };
+    stats::exit_failed();
+    diag::report_exit_error(name, "callback", &failure);
 }

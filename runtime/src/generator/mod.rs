@@ -63,7 +63,7 @@ use std::pin::Pin;
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::task::{Context, Poll};
 
-use crate::{AsyncContextManager, Outcome, OwnedManager};
+use crate::{AsyncContextManager, Outcome, OwnedManager, SendManager};
 
 mod sealed {
     pub trait Sealed {}
@@ -452,6 +452,20 @@ where
     const __RESUMABLE_EXIT: bool = true;
 }
 
+// No `'static` bound here (so none for `Owned`): see `managers/stack.rs`
+// on why a stack's `enter` must not carry one.
+impl<F, Y, O, B> SendManager for Generator<F, Y, O, B>
+where
+    F: Future + Send,
+    F::Output: GenOutput,
+    Y: YieldMode,
+    Self: Send,
+{
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Self::Error> {
+        self.exit(outcome).await
+    }
+}
+
 impl<F, Y, B> OwnedManager for Generator<F, Y, Owned, B>
 where
     F: Future + 'static,
@@ -779,7 +793,7 @@ impl<T> Drop for YieldValue<T> {
     missing_debug_implementations,
     reason = "internal future; holds a raw slot pointer"
 )]
-pub struct YieldLend<'b, T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> {
+pub struct YieldLend<'b, T: ?Sized, Y> {
     frame: Frame<NonNull<T>>,
     ptr: NonNull<T>,
     state: State,
@@ -787,13 +801,17 @@ pub struct YieldLend<'b, T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> {
 }
 
 // SAFETY: semantically a `&'b mut T` (or `&'b T`) plus a pointer into the
-// generator that polls it; not `Sync` (no `&self` use is needed).
-unsafe impl<T: ?Sized + Send> Send for YieldLend<'_, T, LendMut<T>> {}
+// generator that polls it; not `Sync` (no `&self` use is needed). The mode
+// is a marker: its type parameter is left free (it is always `T`, as only
+// `Co::lend_*` build these), because inside a future's witness rustc sees
+// the two with unrelated lifetimes, and an impl tying them is then "not
+// general enough" to make the future `Send` (rust-lang/rust#110338).
+unsafe impl<T: ?Sized + Send, U: ?Sized> Send for YieldLend<'_, T, LendMut<U>> {}
 // SAFETY: as above.
-unsafe impl<T: ?Sized + Sync> Send for YieldLend<'_, T, LendRef<T>> {}
-impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Unpin for YieldLend<'_, T, Y> {}
+unsafe impl<T: ?Sized + Sync, U: ?Sized> Send for YieldLend<'_, T, LendRef<U>> {}
+impl<T: ?Sized, Y> Unpin for YieldLend<'_, T, Y> {}
 
-impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Future for YieldLend<'_, T, Y> {
+impl<T: ?Sized, Y> Future for YieldLend<'_, T, Y> {
     type Output = Outcome;
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
         let this = &mut *self;
@@ -805,7 +823,7 @@ impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Future for YieldLend<'_, T, Y> {
     }
 }
 
-impl<T: ?Sized, Y: YieldMode<Raw = NonNull<T>>> Drop for YieldLend<'_, T, Y> {
+impl<T: ?Sized, Y> Drop for YieldLend<'_, T, Y> {
     fn drop(&mut self) {
         // SAFETY: only the generator owning the slot holds this future; the
         // revoke happens before the borrow `'b` of the local ends.

@@ -52,6 +52,12 @@ impl<T> AsyncContextManager for NullContext<T> {
 
 impl<T: 'static> OwnedManager for NullContext<T> {}
 
+impl<T: Send> crate::SendManager for NullContext<T> {
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Infallible> {
+        self.exit(outcome).await
+    }
+}
+
 /// A value with an async close: what [`closing`] manages.
 pub trait AsyncClose {
     /// What closing may fail with.

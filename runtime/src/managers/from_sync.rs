@@ -281,3 +281,15 @@ where
     E: Send + 'static,
 {
 }
+
+impl<T, E, En, Ex> crate::SendManager for FromSync<T, En, Ex>
+where
+    En: FnOnce() -> Result<T, E> + Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), E> {
+        self.exit(outcome).await
+    }
+}

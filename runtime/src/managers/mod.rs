@@ -1,8 +1,9 @@
 //! The library's own managers: `timeout`/`deadline`/`enter_timeout`,
 //! `shield`, and the small adapters from Python's `contextlib`
-//! (`nullcontext`, `closing`, `from_sync`).
+//! (`nullcontext`, `closing`, `from_sync`), and `ExitStack`.
 
 pub(crate) mod adapters;
 pub(crate) mod from_sync;
 pub(crate) mod shield;
+pub(crate) mod stack;
 pub(crate) mod timeout;

@@ -92,6 +92,12 @@ impl AsyncContextManager for Timeout {
 
 impl OwnedManager for Timeout {}
 
+impl crate::SendManager for Timeout {
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Elapsed> {
+        self.exit(outcome).await
+    }
+}
+
 /// The error of a scope cut by [`timeout`] or [`deadline`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elapsed {
@@ -232,6 +238,17 @@ impl<M: AsyncContextManager> AsyncContextManager for EnterTimeout<M> {
 }
 
 impl<M: OwnedManager> OwnedManager for EnterTimeout<M> {}
+
+impl<M: crate::SendManager> crate::SendManager for EnterTimeout<M> {
+    fn exit_owned(
+        self,
+        outcome: Outcome,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send {
+        MapErr {
+            inner: self.manager.exit_owned(outcome),
+        }
+    }
+}
 
 // Hand-written futures rather than `async` blocks: see `step.rs` on why a
 // generic `async` block holding a manager's future makes scopes `!Send`.

@@ -11,10 +11,9 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 
 use super::step::{Active, Boxed, handoff};
-use crate::driver::in_place::{self, Ran};
-use crate::driver::{self, Job, JobKind, diag, stats};
-use crate::outcome::Payload;
-use crate::{AsyncContextManager, Outcome, OwnedManager, Panic};
+use crate::driver::in_place;
+use crate::driver::{self, Job, JobKind};
+use crate::{AsyncContextManager, Outcome, OwnedManager};
 
 /// How a guard finishes its manager's exit when the scope is dropped.
 /// Chosen at the `with_scope!` call site (see `dispatch`), where the
@@ -155,6 +154,14 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
 
 impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
     fn drop(&mut self) {
+        if M::__DROP_CANCELS {
+            // Its own drop (right after this) finishes what it entered;
+            // that is its exit.
+            if matches!(self.meta.state, State::Entered | State::Exiting) {
+                crate::driver::stats::exited();
+            }
+            return;
+        }
         let resumable = M::__RESUMABLE_EXIT && D::DETACHABLE;
         match self.meta.state {
             State::Entered => {}
@@ -178,47 +185,5 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
 #[cold]
 fn finish_in_place<M: AsyncContextManager>(manager: M, name: &'static str, scope: usize) {
     let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
-    record_in_place::<M::Error>(name, "cancelled", in_place::finish(scope, name, work));
-}
-
-/// Counts and reports an exit the scope finished in place on cancellation.
-pub(crate) fn record_in_place<E>(
-    name: &'static str,
-    context: &'static str,
-    ran: Ran<Result<Result<(), E>, Payload>>,
-) {
-    let result = match ran {
-        Ran::Done(result) => result,
-        Ran::TimedOut => {
-            stats::abandoned();
-            diag::report_abandoned(
-                name,
-                "the exit did not finish within the in-place limit \
-                 (async_contextlib::set_in_place_limit); on a current-thread runtime an exit \
-                 that waits on that runtime's timers or I/O cannot progress while it is \
-                 finished in place: make the manager owned (its signature borrowing nothing, \
-                 or `impl OwnedManager`) so that it is detached instead",
-            );
-            return;
-        }
-        Ran::ShuttingDown => {
-            stats::lost(true);
-            diag::report_lost(name, "in-place exit");
-            return;
-        }
-    };
-    if !matches!(result, Ok(Ok(()))) {
-        stats::exit_failed();
-        diag::report_exit_error(name, context, &describe_exit_failure::<E>(result.err()));
-    }
-    stats::exited();
-}
-
-/// Text for an exit failure seen where the error's type is generic: a
-/// panic's message, or the error type's name.
-fn describe_exit_failure<E>(panic: Option<Payload>) -> String {
-    match panic {
-        Some(payload) => format!("panicked: {}", Panic::from_payload(&*payload).message()),
-        None => format!("an error of type `{}`", std::any::type_name::<E>()),
-    }
+    in_place::record::<M::Error>(name, "cancelled", in_place::finish(scope, name, work));
 }

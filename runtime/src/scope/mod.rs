@@ -31,7 +31,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use self::guard::{Detach, Guard, Meta, State, record_in_place};
+use self::guard::{Detach, Guard, Meta, State};
 use self::step::{Active, Bound, Bounded, Handover, Lazy, Step};
 use crate::driver::diag::{self, Clock};
 use crate::driver::{cascade, in_place, stats};
@@ -255,7 +255,9 @@ impl<R> Scope<R> {
                 name,
                 clock: Clock::start(),
                 outcome,
-                resumable: M::__RESUMABLE_EXIT && D::DETACHABLE,
+                // Not finished in place if dropped mid-exit: the driver
+                // resumes it, or the manager's own drop finishes it.
+                resumable: (M::__RESUMABLE_EXIT && D::DETACHABLE) || M::__DROP_CANCELS,
                 finish: finish_in_place::<M::Error, _>,
                 step: ExitStep::Plain {
                     step: Step::new(exit, span, addr),
@@ -462,7 +464,7 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
     name: &'static str,
     scope: usize,
 ) {
-    record_in_place::<E>(
+    in_place::record::<E>(
         name,
         "cancelled mid-exit",
         in_place::finish(scope, name, step),

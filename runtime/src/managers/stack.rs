@@ -1,0 +1,818 @@
+//! `ExitStack` and `LocalExitStack`: Python's `AsyncExitStack`, for a
+//! number of managers known only at run time.
+//!
+//! # Layout
+//!
+//! The stack is a singly linked list of nodes, newest first, behind a
+//! mutex (so that `enter` takes `&self` and several values are held at
+//! once). Each node is one allocation holding the entry — the manager and,
+//! once it exits, its exit future — reached only through raw pointers
+//! (never a `Box` that moves, NOTES §2), so a value lent out of an entry
+//! (`-> &mut T` managers lend into their own frame) stays valid while the
+//! stack is borrowed:
+//!
+//! * an entry is freed only by unwinding (`close`, the stack's exit) or the
+//!   stack's drop, which need `&mut self` or `self`: no value lent from the
+//!   stack (each borrows `&'s self`) is alive then;
+//! * `enter` writes only its own node and the list's head; no other code
+//!   touches an entry while the stack is shared.
+//!
+//! Unwinding pops one node at a time (no recursion, 10,000 entries are
+//! fine), polls its exit, counts it, and goes on past failures and panics.
+//!
+//! # Why two stacks
+//!
+//! A task holding an `ExitStack` must be `Send` to be spawned, so every
+//! entry's exit future must be `Send` — and stable Rust cannot state that
+//! for a generic manager. `ExitStack` takes [`SendManager`]s, whose trait
+//! states it once per type (generated managers and the library's own
+//! implement it; hand-written ones in one line, `send_manager!`), and is
+//! `Send + Sync`. `LocalExitStack` takes any manager and is neither. Using
+//! the wrong one is a compile error that names the other.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use crate::driver::{cascade, diag, in_place, stats};
+use crate::outcome::Payload;
+use crate::scope::guard::exit_task;
+use crate::scope::step::Lazy;
+use crate::{AsyncContextManager, Failure, Outcome, Panic, SendManager};
+
+/// The error of a stack's unwinding: a failing entry's error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a callback registered on a stack returns: `()`, or a `Result`
+/// whose error the stack boxes.
+pub trait ExitResult {
+    /// As the stack's result.
+    fn into_exit(self) -> Result<(), BoxError>;
+}
+
+impl ExitResult for () {
+    fn into_exit(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> ExitResult for Result<(), E> {
+    fn into_exit(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// How an entry's exit ended: its result, or its panic.
+type Exited = Result<Result<(), BoxError>, Payload>;
+
+/// One entry of a stack, erased.
+trait Entry {
+    fn name(&self) -> &'static str;
+    /// An entered manager (counted in `stats()`), not a callback.
+    fn is_manager(&self) -> bool;
+    /// Polls the entry's exit, starting it with `outcome` on the first
+    /// poll; panics are caught. The entry must not move between polls (it
+    /// lives in a node of the stack, which never moves).
+    fn poll_exit(&mut self, outcome: &Outcome, cx: &mut Context<'_>) -> Poll<Exited>;
+}
+
+/// An entered manager (or a registered callback), and its exit once begun.
+enum State<M, G, F> {
+    Entered { manager: M, exit: G },
+    Exiting(F),
+    Done,
+}
+
+struct EntryImpl<M, G, F> {
+    name: &'static str,
+    manager: bool,
+    state: State<M, G, F>,
+}
+
+impl<M, G, F, R> Entry for EntryImpl<M, G, F>
+where
+    G: FnOnce(M, Outcome) -> F,
+    F: Future<Output = R>,
+    R: ExitResult,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn is_manager(&self) -> bool {
+        self.manager
+    }
+
+    fn poll_exit(&mut self, outcome: &Outcome, cx: &mut Context<'_>) -> Poll<Exited> {
+        let poll = catch_unwind(AssertUnwindSafe(|| {
+            if matches!(self.state, State::Entered { .. }) {
+                let State::Entered { manager, exit, .. } =
+                    std::mem::replace(&mut self.state, State::Done)
+                else {
+                    unreachable!("checked above")
+                };
+                self.state = State::Exiting(exit(manager, outcome.clone()));
+            }
+            let State::Exiting(fut) = &mut self.state else {
+                return Poll::Ready(Ok(()));
+            };
+            // SAFETY: the entry lives in a node of its stack, which is
+            // never moved and is freed only after this future is done or
+            // dropped in place.
+            let fut = unsafe { Pin::new_unchecked(fut) };
+            fut.poll(cx).map(ExitResult::into_exit)
+        }));
+        match poll {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => {
+                self.state = State::Done;
+                Poll::Ready(Ok(result))
+            }
+            Err(payload) => {
+                self.state = State::Done;
+                Poll::Ready(Err(payload))
+            }
+        }
+    }
+}
+
+/// A link of the list: the erased entry type is the same for both stacks
+/// (what may go in is checked at `enter`, see [`Admits`]), so that the
+/// link does not name a node's entry type and the node can be unsized.
+type Link<'a> = NonNull<Node<'a, dyn Entry + 'a>>;
+
+/// A node of the list: one allocation per entry.
+struct Node<'a, T: ?Sized> {
+    next: Option<Link<'a>>,
+    entry: T,
+}
+
+// SAFETY: a node owns its entry; its `next` link is the list's (a node
+// reaches another thread on its own only inside its enter future, before it
+// is linked, or as part of a list, whose own `Send` impl decides).
+unsafe impl<T: ?Sized + Send> Send for Node<'_, T> {}
+
+/// Which entries a stack takes: `Send` ones ([`SendStack`]) or any
+/// ([`LocalStack`]).
+trait Admits<T> {}
+
+/// The kind of [`ExitStack`].
+enum SendStack {}
+/// The kind of [`LocalExitStack`].
+enum LocalStack {}
+
+impl<T: Send> Admits<T> for SendStack {}
+impl<T> Admits<T> for LocalStack {}
+
+/// A node pointer owned by whoever holds it (a `Box<Node>`, without the
+/// retagging a moving `Box` does).
+struct Owned<N: ?Sized>(NonNull<N>);
+
+// SAFETY: an `Owned` is the sole owner of its node, like a `Box`.
+unsafe impl<N: ?Sized + Send> Send for Owned<N> {}
+// SAFETY: as above; `&Owned` gives no access to the node.
+unsafe impl<N: ?Sized + Sync> Sync for Owned<N> {}
+
+impl<N: ?Sized> Owned<N> {
+    fn new(node: Box<N>) -> Self
+    where
+        N: Sized,
+    {
+        Owned(NonNull::from(Box::leak(node)))
+    }
+
+    /// Frees the node (and drops what it holds).
+    fn free(self) {
+        // SAFETY: the node came from `Box::leak` in `new` and we own it.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+/// The list shared by both stacks; `K` is the stack's kind.
+struct Core<'a, K> {
+    head: Mutex<Option<Link<'a>>>,
+    _own: PhantomData<(Box<Node<'a, dyn Entry + 'a>>, K)>,
+}
+
+impl<'a, K> Core<'a, K> {
+    const fn new() -> Self {
+        Core {
+            head: Mutex::new(None),
+            _own: PhantomData,
+        }
+    }
+
+    fn push(&self, node: Owned<Node<'a, dyn Entry + 'a>>) {
+        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let node = ManuallyDrop::new(node).0;
+        // SAFETY: we own `node` (not yet shared); only its `next` field is
+        // written, through the raw pointer, leaving any value lent out of
+        // its entry untouched.
+        unsafe { std::ptr::addr_of_mut!((*node.as_ptr()).next).write(*head) };
+        *head = Some(node);
+    }
+
+    fn pop(&mut self) -> Option<Owned<Node<'a, dyn Entry + 'a>>> {
+        let head = self.head.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let node = (*head)?;
+        // SAFETY: `&mut self`: no value lent from the stack is alive, and
+        // the node is ours until freed.
+        *head = unsafe { (*node.as_ptr()).next };
+        Some(Owned(node))
+    }
+
+    fn top(&mut self) -> Option<Link<'a>> {
+        *self.head.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&mut self) -> Self {
+        let head = self
+            .head
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Core {
+            head: Mutex::new(head),
+            _own: PhantomData,
+        }
+    }
+
+    /// Enters `manager` into a new node, which is pushed once the enter
+    /// succeeds; `exit` makes its exit future.
+    fn enter<'s, M, G, F>(
+        &'s self,
+        manager: M,
+        exit: G,
+    ) -> impl Future<Output = Result<M::Value<'s>, M::Error>> + 's
+    where
+        M: AsyncContextManager + 'a,
+        EntryImpl<M, G, F>: Entry + 'a,
+        K: Admits<EntryImpl<M, G, F>>,
+    {
+        let name = manager.name();
+        let node = Box::new(Node {
+            next: None,
+            entry: EntryImpl {
+                name,
+                manager: true,
+                state: State::Entered { manager, exit },
+            },
+        });
+        let node = NonNull::from(Box::leak(node));
+        // SAFETY: the node is ours and alive until `Entering` frees or
+        // pushes it; the manager in it is not touched by anything else
+        // while its enter (and then the value it returns, borrowing the
+        // stack for `'s`) lives.
+        let manager: *mut M = unsafe {
+            match &mut (*node.as_ptr()).entry.state {
+                State::Entered { manager, .. } => manager,
+                _ => unreachable!("a new entry"),
+            }
+        };
+        let lend = SendPtr(manager);
+        Entering {
+            core: self,
+            // Erased at once: the enter future's type (and with it the
+            // witness of the future awaiting it) names neither the entry
+            // nor its exit future, whose `Send` proof can need lifetimes
+            // that rustc erases there (rust-lang/rust#110338).
+            node: Some(Erased(erase::<'a, EntryImpl<M, G, F>>(node), PhantomData)),
+            // SAFETY: see above; `'s` is the borrow of the stack, which
+            // frees entries only through `&mut self`.
+            enter: Some(Lazy::new(move || unsafe { lend.get::<'s>() }.enter())),
+        }
+    }
+}
+
+/// A node not yet linked, owned by its enter future; `K` says which
+/// entries it may hold, and so whether it is `Send`.
+struct Erased<'a, K>(Link<'a>, PhantomData<K>);
+
+// SAFETY: a `SendStack` node holds a `Send` entry (`SendStack: Admits<T>`
+// only for `T: Send`), owned by this, like a `Box`.
+unsafe impl Send for Erased<'_, SendStack> {}
+
+impl<K> Erased<'_, K> {
+    /// Frees the node (and drops what it holds).
+    fn free(self) {
+        Owned(self.0).free();
+    }
+}
+
+/// The manager inside a node not yet pushed, for its enter.
+struct SendPtr<M>(*mut M);
+
+// SAFETY: points into a node owned by the `Entering` future that holds
+// this, like a `&mut M`.
+unsafe impl<M: Send> Send for SendPtr<M> {}
+
+impl<M> SendPtr<M> {
+    /// # Safety
+    ///
+    /// The pointee is alive and not aliased for `'s`.
+    unsafe fn get<'s>(self) -> &'s mut M {
+        // SAFETY: per the caller.
+        unsafe { &mut *self.0 }
+    }
+}
+
+pin_project! {
+    /// A stack's `enter`: enters the manager in its node, then pushes the
+    /// node; dropped or failed first, frees the node (nothing was entered).
+    struct Entering<'s, 'a, K, L> {
+        core: &'s Core<'a, K>,
+        node: Option<Erased<'a, K>>,
+        #[pin]
+        enter: Option<L>,
+    }
+
+    impl<'s, 'a, K, L> PinnedDrop for Entering<'s, 'a, K, L> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // The enter (borrowing the manager) goes before its node.
+            this.enter.set(None);
+            if let Some(node) = this.node.take() {
+                node.free();
+            }
+        }
+    }
+}
+
+impl<K, L, V, E> Future for Entering<'_, '_, K, L>
+where
+    L: Future<Output = Result<V, E>>,
+{
+    type Output = Result<V, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let enter = this
+            .enter
+            .as_mut()
+            .as_pin_mut()
+            .expect("async-contextlib: stack enter polled after it finished");
+        let result = ready!(enter.poll(cx));
+        this.enter.set(None);
+        let node = this.node.take().expect("entered once");
+        match result {
+            Ok(value) => {
+                stats::entered();
+                this.core.push(Owned(node.0));
+                Poll::Ready(Ok(value))
+            }
+            Err(error) => {
+                node.free();
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+/// Registers a callback entry.
+fn push_callback_node<'a, K, C, Fut>(core: &Core<'a, K>, name: &'static str, callback: C)
+where
+    C: FnOnce(Outcome) -> Fut + 'a,
+    Fut: Future + 'a,
+    Fut::Output: ExitResult,
+    K: Admits<CallbackEntry<C, Fut>>,
+{
+    let node = Owned::new(Box::new(Node {
+        next: None,
+        entry: EntryImpl {
+            name,
+            manager: false,
+            state: State::Entered {
+                manager: callback,
+                exit: run_callback::<C, Fut> as fn(C, Outcome) -> Fut,
+            },
+        },
+    }));
+    let erased = erase::<'a, CallbackEntry<C, Fut>>(ManuallyDrop::new(node).0);
+    core.push(Owned(erased));
+}
+
+type CallbackEntry<C, Fut> = EntryImpl<C, fn(C, Outcome) -> Fut, Fut>;
+
+fn run_callback<C: FnOnce(Outcome) -> Fut, Fut>(callback: C, outcome: Outcome) -> Fut {
+    callback(outcome)
+}
+
+/// Unwinds a stack: every entry's exit, newest first, each once.
+struct Unwind<'s, 'a, K> {
+    core: &'s mut Core<'a, K>,
+    outcome: Outcome,
+    error: Option<BoxError>,
+    panic: Option<Payload>,
+}
+
+impl<K> Future for Unwind<'_, '_, K> {
+    type Output = Result<(), BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        while let Some(top) = this.core.top() {
+            // SAFETY: `&mut` to the stack: no value lent from it is alive;
+            // the entry stays in place until its exit is done.
+            let entry = unsafe { &mut (*top.as_ptr()).entry };
+            let exited = ready!(entry.poll_exit(&this.outcome, cx));
+            let (name, manager) = (entry.name(), entry.is_manager());
+            this.core.pop().expect("the top").free();
+            if manager {
+                stats::exited();
+            }
+            match exited {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    stats::exit_failed();
+                    if this.error.is_none() && this.panic.is_none() {
+                        if this.outcome.is_success() {
+                            this.outcome = Outcome::Failed(Failure::new(&*error));
+                        }
+                        this.error = Some(error);
+                    } else {
+                        diag::report_exit_error(name, "exit stack", &error.to_string());
+                    }
+                }
+                Err(payload) => {
+                    stats::exit_failed();
+                    if this.panic.is_none() {
+                        this.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
+                        this.panic = Some(payload);
+                    } else {
+                        diag::report_exit_error(
+                            name,
+                            "exit stack",
+                            &format!("panicked: {}", Panic::from_payload(&*payload).message()),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(payload) = this.panic.take() {
+            if let Some(error) = this.error.take() {
+                diag::report_exit_error(
+                    "async_contextlib::ExitStack",
+                    "exit stack",
+                    &error.to_string(),
+                );
+            }
+            resume_unwind(payload);
+        }
+        Poll::Ready(this.error.take().map_or(Ok(()), Err))
+    }
+}
+
+impl<K> Drop for Core<'_, K> {
+    /// Dropped with entries left (its scope cancelled, or never closed):
+    /// each exits once with `Cancelled`, newest first, finished in place
+    /// (bounded, see `driver/in_place.rs`) inside the driver's cascade, so
+    /// that exits queued by scopes nested in the stack's entries run first.
+    ///
+    /// Not detached, even for owned entries: proving an entry `'static`
+    /// would put a `'static` bound on the stack's `enter`, which rustc
+    /// cannot check inside a future awaiting it once lifetimes are erased
+    /// (rust-lang/rust#110338), and a `Send` stack of generated managers
+    /// yielding borrowed-`'static` data could not be spawned.
+    fn drop(&mut self) {
+        let addr = std::ptr::from_ref(self) as usize;
+        let head = self.head.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let Some(first) = head.take() else {
+            return;
+        };
+        let mut next = Some(first);
+        while let Some(node) = next {
+            // SAFETY: dropping the stack: nothing else reaches its nodes.
+            let entry: &mut (dyn Entry + '_) = unsafe { &mut (*node.as_ptr()).entry };
+            // SAFETY: as above.
+            next = unsafe { (*node.as_ptr()).next };
+            let (name, manager) = (entry.name(), entry.is_manager());
+            let work = std::future::poll_fn(|cx| entry.poll_exit(&Outcome::Cancelled, cx));
+            let ran = in_place::finish(addr, name, work);
+            if manager {
+                in_place::record::<BoxError>(name, "exit stack dropped", ran);
+            } else {
+                in_place::record_callback(name, ran);
+            }
+            Owned(node).free();
+        }
+        cascade::close(addr);
+    }
+}
+
+/// Python's `AsyncExitStack`: managers (and cleanup callbacks) entered at
+/// run time, exited newest first, each exactly once — when the stack is
+/// closed, when its scope ends (it is itself a manager), on error, on
+/// panic, and when the future holding it is dropped.
+///
+/// ```
+/// use async_contextlib::{ExitStack, nullcontext, with_scope};
+///
+/// # futures::executor::block_on(async {
+/// let sum: Result<u32, async_contextlib::BoxError> = with_scope!(ExitStack::new() as stack => {
+///     let mut total = 0;
+///     for n in 1..=3 {
+///         total += stack.enter(nullcontext(n)).await?; // several values at once
+///     }
+///     stack.push_callback(async { /* runs first at unwind */ });
+///     Ok(total)
+/// });
+/// assert_eq!(sum.unwrap(), 6);
+/// # });
+/// ```
+///
+/// * [`enter`](Self::enter) takes `&self`: values of several entries are
+///   held at once, including borrows of a generated manager's local (an
+///   entry never moves until it exits). An enter that fails leaves the
+///   stack as it was.
+/// * Unwinding goes on past a failing or panicking exit: the outcome the
+///   next exit sees becomes that failure; the first error is returned (a
+///   panic resumes once unwinding is done); later ones are reported and
+///   counted.
+/// * Cancelled (the stack dropped with entries left), each entry is
+///   finished in place, newest first, bounded by
+///   [`in_place_limit`](crate::in_place_limit) (ARCHITECTURE.md says why
+///   not detached).
+/// * One allocation per entry; unwinding is a loop, not recursion.
+/// * `ExitStack` is `Send + Sync` and takes [`SendManager`]s; for managers
+///   whose exit is not `Send`, use [`LocalExitStack`].
+pub struct ExitStack<'a> {
+    core: Core<'a, SendStack>,
+}
+
+// SAFETY: the list owns its nodes, whose entries are all `Send` (only
+// `SendStack: Admits<T>` for `T: Send` lets one in): moving the list moves
+// them.
+unsafe impl Send for Core<'_, SendStack> {}
+// SAFETY: through `&Core` only the list's head is touched, under its
+// mutex, and new nodes are pushed; entries are reached only through
+// `&mut Core` or by their own enter future.
+unsafe impl Sync for Core<'_, SendStack> {}
+
+fn erase<'a, T: Entry + 'a>(node: NonNull<Node<'a, T>>) -> Link<'a> {
+    node
+}
+
+impl std::fmt::Debug for ExitStack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExitStack").finish_non_exhaustive()
+    }
+}
+
+impl Default for ExitStack<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> ExitStack<'a> {
+    /// An empty stack.
+    #[must_use]
+    pub const fn new() -> Self {
+        ExitStack { core: Core::new() }
+    }
+
+    /// Enters `manager` and returns its value (Python's
+    /// `enter_async_context`). Its exit runs when the stack unwinds.
+    ///
+    /// # Errors
+    ///
+    /// The manager's enter error; the stack is then as it was.
+    pub fn enter<'s, M>(
+        &'s self,
+        manager: M,
+    ) -> impl Future<Output = Result<M::Value<'s>, M::Error>> + 's
+    where
+        M: SendManager + 'a,
+        M::Error: Into<BoxError>,
+    {
+        self.core.enter(manager, M::exit_owned)
+    }
+
+    /// Registers async cleanup, run when the stack unwinds (Python's
+    /// `push_async_callback`). It may return `()` or a `Result`.
+    pub fn push_callback<Fut>(&self, callback: Fut)
+    where
+        Fut: Future + Send + 'a,
+        Fut::Output: ExitResult,
+    {
+        push_callback_node(
+            &self.core,
+            "async_contextlib::ExitStack::push_callback",
+            move |_: Outcome| callback,
+        );
+    }
+
+    /// Registers an exit callback that sees the unwinding's [`Outcome`]
+    /// (Python's `push_async_exit`).
+    pub fn push_exit<C, Fut>(&self, exit: C)
+    where
+        C: FnOnce(Outcome) -> Fut + Send + 'a,
+        Fut: Future + Send + 'a,
+        Fut::Output: ExitResult,
+    {
+        push_callback_node(&self.core, "async_contextlib::ExitStack::push_exit", exit);
+    }
+
+    /// Moves every registered exit into a new stack, leaving this one
+    /// empty (Python's `pop_all`): the transfer-ownership idiom.
+    #[must_use = "the exits moved into the new stack run when it unwinds or is dropped"]
+    pub fn pop_all(&mut self) -> ExitStack<'a> {
+        ExitStack {
+            core: self.core.take(),
+        }
+    }
+
+    /// Unwinds now (Python's `aclose`): every exit, newest first, once,
+    /// with `Outcome::Success`. The stack is empty afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The first exit that failed; later failures are reported and counted.
+    pub fn close(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send + '_ {
+        self.unwind(Outcome::Success)
+    }
+
+    fn unwind(&mut self, outcome: Outcome) -> Unwind<'_, 'a, SendStack> {
+        Unwind {
+            core: &mut self.core,
+            outcome,
+            error: None,
+            panic: None,
+        }
+    }
+}
+
+/// What a `with_scope!` over a stack binds: the stack itself, through a
+/// `&mut` (so that `close` and `pop_all` work in the block too). A plain
+/// `&mut` would make `stack.enter(cm)` pick the manager trait's `enter`
+/// (whose receiver matches first) over the stack's.
+#[derive(Debug)]
+pub struct StackRef<'s, S>(&'s mut S);
+
+impl<S> std::ops::Deref for StackRef<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        self.0
+    }
+}
+
+impl<S> std::ops::DerefMut for StackRef<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.0
+    }
+}
+
+impl<'a> AsyncContextManager for ExitStack<'a> {
+    type Value<'s>
+        = StackRef<'s, ExitStack<'a>>
+    where
+        Self: 's;
+    type Error = BoxError;
+
+    fn enter(&mut self) -> impl Future<Output = Result<StackRef<'_, ExitStack<'a>>, BoxError>> {
+        std::future::ready(Ok(StackRef(self)))
+    }
+
+    fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), BoxError>> {
+        self.unwind(outcome)
+    }
+
+    fn name(&self) -> &'static str {
+        "async_contextlib::ExitStack"
+    }
+
+    const __DROP_CANCELS: bool = true;
+}
+
+impl SendManager for ExitStack<'_> {
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), BoxError> {
+        self.unwind(outcome).await
+    }
+}
+
+/// [`ExitStack`] for managers whose exit is not `Send` (any manager); not
+/// `Send` itself.
+pub struct LocalExitStack<'a> {
+    core: Core<'a, LocalStack>,
+}
+
+impl std::fmt::Debug for LocalExitStack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalExitStack").finish_non_exhaustive()
+    }
+}
+
+impl Default for LocalExitStack<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> LocalExitStack<'a> {
+    /// An empty stack.
+    #[must_use]
+    pub const fn new() -> Self {
+        LocalExitStack { core: Core::new() }
+    }
+
+    /// See [`ExitStack::enter`].
+    ///
+    /// # Errors
+    ///
+    /// The manager's enter error; the stack is then as it was.
+    pub fn enter<'s, M>(
+        &'s self,
+        manager: M,
+    ) -> impl Future<Output = Result<M::Value<'s>, M::Error>> + 's
+    where
+        M: AsyncContextManager + 'a,
+        M::Error: Into<BoxError>,
+    {
+        self.core.enter(manager, exit_task::<M>)
+    }
+
+    /// See [`ExitStack::push_callback`].
+    pub fn push_callback<Fut>(&self, callback: Fut)
+    where
+        Fut: Future + 'a,
+        Fut::Output: ExitResult,
+    {
+        push_callback_node(
+            &self.core,
+            "async_contextlib::LocalExitStack::push_callback",
+            move |_: Outcome| callback,
+        );
+    }
+
+    /// See [`ExitStack::push_exit`].
+    pub fn push_exit<C, Fut>(&self, exit: C)
+    where
+        C: FnOnce(Outcome) -> Fut + 'a,
+        Fut: Future + 'a,
+        Fut::Output: ExitResult,
+    {
+        push_callback_node(
+            &self.core,
+            "async_contextlib::LocalExitStack::push_exit",
+            exit,
+        );
+    }
+
+    /// See [`ExitStack::pop_all`].
+    #[must_use = "the exits moved into the new stack run when it unwinds or is dropped"]
+    pub fn pop_all(&mut self) -> LocalExitStack<'a> {
+        LocalExitStack {
+            core: self.core.take(),
+        }
+    }
+
+    /// See [`ExitStack::close`].
+    ///
+    /// # Errors
+    ///
+    /// The first exit that failed; later failures are reported and counted.
+    pub fn close(&mut self) -> impl Future<Output = Result<(), BoxError>> + '_ {
+        Unwind {
+            core: &mut self.core,
+            outcome: Outcome::Success,
+            error: None,
+            panic: None,
+        }
+    }
+}
+
+impl<'a> AsyncContextManager for LocalExitStack<'a> {
+    type Value<'s>
+        = StackRef<'s, LocalExitStack<'a>>
+    where
+        Self: 's;
+    type Error = BoxError;
+
+    fn enter(
+        &mut self,
+    ) -> impl Future<Output = Result<StackRef<'_, LocalExitStack<'a>>, BoxError>> {
+        std::future::ready(Ok(StackRef(self)))
+    }
+
+    fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), BoxError>> {
+        Unwind {
+            core: &mut self.core,
+            outcome,
+            error: None,
+            panic: None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "async_contextlib::LocalExitStack"
+    }
+
+    const __DROP_CANCELS: bool = true;
+}
