@@ -49,12 +49,14 @@
 //!   every entered manager still exits, once, with [`Outcome::Cancelled`] —
 //!   owned managers on the exit driver after the drop, borrowing ones before
 //!   the drop returns. [`drain`] waits for them; [`stats`] counts them.
+//! * [`ExitStack`] (Python's `AsyncExitStack`): managers and callbacks
+//!   known only at run time; [`LocalExitStack`] for managers whose exit is
+//!   not `Send`. [`#[scoped]`](macro@scoped) (Python's
+//!   `AsyncContextDecorator`): an async fn's whole body in a scope.
 //! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`),
 //!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
 //!   and [`testing::Recorder`], a manager double for your own tests.
-//!
-//! Python's `AsyncExitStack` is not here yet.
 //!
 //! # What the attribute generates
 //!
@@ -107,7 +109,7 @@
 #![doc(test(no_crate_inject, attr(deny(warnings))))]
 #![warn(clippy::pedantic)]
 
-pub use async_contextlib_macros::async_context_manager;
+pub use async_contextlib_macros::{async_context_manager, scoped};
 pub use async_contextlib_runtime::*;
 
 /// Python's `async with`: enters managers, runs a block, exits them.

@@ -40,6 +40,16 @@ const SCOPES: &[&str] = &[
     "() ",
 ];
 
+/// Argument lists of `#[scoped]` (the item comes from `ITEMS`).
+const SCOPED: &[&str] = &[
+    "a() as x, b(x) as mut y",
+    "crate = \"::p\", m() as _",
+    "crate = \"p\" m()",
+    "m() as",
+    "",
+    "crate =",
+];
+
 const VOCAB: &[&str] = &[
     "yield_", "!", "()", "(x)", "async", "fn", "->", "&", "mut", "Result", "<", ">", ",", "loop",
     "as", "=>", "|", "x", "'a", "self", "Self", "impl", "dyn", "_", ";", "?", ".", "await", "move",
@@ -141,6 +151,18 @@ proptest! {
         let item = mutate(ITEMS[item], &item_edits);
         let args = mutate(ARGS[args], &arg_edits);
         never_panics("#[async_context_manager]", || crate::expand::async_context_manager(args, item));
+    }
+
+    #[test]
+    fn scoped_never_panics(
+        item in 0..ITEMS.len(),
+        args in 0..SCOPED.len(),
+        item_edits in proptest::collection::vec(edit(), 0..6),
+        arg_edits in proptest::collection::vec(edit(), 0..4),
+    ) {
+        let item = mutate(ITEMS[item], &item_edits);
+        let args = mutate(SCOPED[args], &arg_edits);
+        never_panics("#[scoped]", || crate::scoped::scoped(args, item));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod expand;
 mod fuzz;
 mod parse;
 mod scope;
+mod scoped;
 mod valid;
 mod yields;
 
@@ -88,6 +89,42 @@ mod yields;
 #[proc_macro_attribute]
 pub fn async_context_manager(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::async_context_manager(args.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Runs an async fn's whole body inside a scope over the listed managers
+/// (Python's `AsyncContextDecorator`): the body behaves exactly as the
+/// block of a `with_scope!` over them — same order, outcomes, error
+/// conversion, panics and cancellation.
+///
+/// ```
+/// use async_contextlib::{nullcontext, scoped};
+///
+/// struct Service { base: u32 }
+///
+/// impl Service {
+///     #[scoped(nullcontext(self.base) as base, nullcontext(amount * 2) as double)]
+///     async fn total(&self, amount: u32) -> Result<u32, std::io::Error> {
+///         let checked = base.checked_add(double).ok_or(std::io::ErrorKind::InvalidInput)?;
+///         Ok(checked)
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// assert_eq!(Service { base: 1 }.total(20).await.unwrap(), 41);
+/// # });
+/// ```
+///
+/// The manager list is `with_scope!`'s: `manager [as pattern], ...`; the
+/// fn's arguments (and `self`) may be used in it. `?` and `return` in the
+/// body work as in the fn: the body's block has the fn's return type. If
+/// any manager is fallible, that type is a `Result` whose error converts
+/// from the managers' errors. `#[scoped(crate = "path", ...)]` names the
+/// facade for crates that re-export it.
+#[proc_macro_attribute]
+pub fn scoped(args: TokenStream, item: TokenStream) -> TokenStream {
+    scoped::scoped(args.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

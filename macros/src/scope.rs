@@ -25,7 +25,7 @@ struct Manager {
     binding: Binding,
 }
 
-struct Input {
+pub(crate) struct Input {
     krate: TokenStream,
     managers: Vec<Manager>,
     block: Group,
@@ -53,7 +53,7 @@ fn parse(input: TokenStream) -> syn::Result<Input> {
 
 /// Parses what the user wrote inside `with_scope!(..)`; `krate` is the
 /// facade's path.
-fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<Input> {
+pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<Input> {
     let tokens: Vec<TokenTree> = input.into_iter().collect();
     let Some(arrow) = find_arrow(&tokens) else {
         let span = tokens.last().map_or_else(Span::call_site, TokenTree::span);
@@ -273,7 +273,7 @@ fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
 //     }
 // Bindings the block mentions are moved into it (it owns them); the others
 // stay in the enclosing frame, where later managers may use them.
-fn expand(input: &Input) -> TokenStream {
+pub(crate) fn expand(input: &Input) -> TokenStream {
     let krate = &input.krate;
     let scope = Ident::new("__acm_scope", Span::mixed_site());
     let block_tokens = input.block.stream();
