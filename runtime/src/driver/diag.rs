@@ -26,11 +26,16 @@ pub fn slow_exit_limit() -> Duration {
 /// costs a null check per poll.
 macro_rules! span {
     ($($args:tt)*) => {{
-        let span = ::tracing::debug_span!($($args)*);
-        if span.is_disabled() {
+        // One load and compare when no subscriber wants debug spans.
+        if !::tracing::level_enabled!(::tracing::Level::DEBUG) {
             ::core::option::Option::None
         } else {
-            ::core::option::Option::Some(::std::boxed::Box::new(span))
+            let span = ::tracing::debug_span!($($args)*);
+            if span.is_disabled() {
+                ::core::option::Option::None
+            } else {
+                ::core::option::Option::Some(::std::boxed::Box::new(span))
+            }
         }
     }};
 }
@@ -39,25 +44,34 @@ pub(crate) use span;
 /// A span as carried by a scope's futures: see [`span!`].
 pub(crate) type MaybeSpan = Option<Box<tracing::Span>>;
 
-/// Measures one exit.
+/// Measures one exit, when a slow-exit warning could be emitted at all (a
+/// subscriber wants warnings and the limit is not `Duration::MAX`); else it
+/// reads no clock.
 ///
-/// Every exit is measured, so the clock must be cheap: on Linux it reads
-/// `CLOCK_MONOTONIC_COARSE` (a few ns through the vDSO, against ~30 ns for
-/// `Instant::now`), whose resolution is the kernel tick (1–4 ms). A
-/// latency is therefore reported to within one tick of the truth — plenty
-/// for a limit of 10 ms, and the price of leaving the measure on.
+/// On Linux it reads `CLOCK_MONOTONIC_COARSE` (a few ns through the vDSO,
+/// against ~30 ns for `Instant::now`), whose resolution is the kernel tick
+/// (1–4 ms). A latency is therefore reported to within one tick of the
+/// truth — plenty for a limit of 10 ms.
 #[derive(Clone, Copy)]
 pub(crate) struct Clock(u64);
 
 impl Clock {
     #[inline]
     pub(crate) fn start() -> Clock {
-        Clock(now_nanos())
+        if SLOW_EXIT_NANOS.load(Relaxed) == u64::MAX
+            || !tracing::level_enabled!(tracing::Level::WARN)
+        {
+            return Clock(0);
+        }
+        Clock(now_nanos().max(1))
     }
 
     /// Emits a warning if the exit took longer than the limit.
     #[inline]
     pub(crate) fn check(self, name: &'static str, outcome: &Outcome) {
+        if self.0 == 0 {
+            return;
+        }
         let elapsed = now_nanos().saturating_sub(self.0);
         if elapsed > SLOW_EXIT_NANOS.load(Relaxed) {
             slow_exit(name, outcome, Duration::from_nanos(elapsed));
