@@ -133,6 +133,18 @@ scenarios! {
     case9_pool_on_current_thread_returns_every_connection: SHORT;
     case9_arc_self_is_owned_without_ceremony: SHORT;
     case9_an_abandoned_exit_is_written_to_stderr_without_a_subscriber: SHORT;
+    case10_a_cancelled_stack_exits_after_what_is_nested_in_it: SHORT;
+    case10_a_cancelled_stack_scope_exits_right_to_left_current_thread: SHORT;
+    case10_a_cancelled_stack_scope_exits_right_to_left_multi_thread: SHORT;
+    case10_a_stack_in_a_block_exits_after_the_scopes_opened_after_it: SHORT;
+    case10_a_stack_entry_whose_drop_panics_skips_no_older_entry: SHORT;
+    case10_a_stack_entry_whose_drop_panics_while_unwinding_does_not_abort: SHORT;
+    case10_drain_inside_a_detached_exit_returns_at_once: SHORT;
+    case10_drain_inside_an_in_place_exit_returns_at_once: SHORT;
+    case10_an_error_held_by_a_cancelled_close_is_reported_once: SHORT;
+    case10_an_error_held_by_a_scope_cancelled_mid_exit_is_reported: SHORT;
+    case10_a_failing_entry_of_a_stack_scope_counts_once: SHORT;
+    case10_a_thread_local_stack_without_a_runtime_prints_no_library_panic: SHORT;
 }
 
 // ------------------------------------------------------------ managers
@@ -957,6 +969,297 @@ mod scenarios {
         });
         assert_eq!(stats().abandoned, 1);
     }
+
+    // ---- case 10: exit stacks (the managers are below)
+
+    use async_contextlib::{BoxError, ExitStack};
+
+    /// Break A: an entry's exit needs a lock that a scope nested in the
+    /// stack's block holds until its exit. Cancelled, the nested scope
+    /// exits first — as it would around a plain scope — so nothing waits.
+    pub(super) fn case10_a_cancelled_stack_exits_after_what_is_nested_in_it() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let (l, k) = (log.clone(), lock.clone());
+        let started = Instant::now();
+        multi_thread().block_on(async move {
+            let scope = async move {
+                let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                    stack.enter(needs_lock(k.clone(), l.clone())).await?;
+                    with_scope!(holds_lock(k.clone(), l.clone()) => { forever().await });
+                    Ok(())
+                });
+                r
+            };
+            let cut = tokio::time::timeout(Duration::from_millis(20), scope).await;
+            assert!(cut.is_err());
+            drain_timeout(Duration::from_secs(5)).await.unwrap();
+        });
+        let elapsed = started.elapsed();
+        assert_eq!(*log.lock().unwrap(), ["holder exits", "needer exits"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (3, 3, 0), "{s:?}");
+        assert!(elapsed < Duration::from_millis(900), "waited {elapsed:?}");
+    }
+
+    /// Break A: `with_scope!(stack, after)` exits right to left: `after`
+    /// first, then what the stack holds.
+    fn right_to_left(rt: tokio::runtime::Runtime) {
+        let probe = Probe::new();
+        let p = probe.clone();
+        rt.block_on(async move {
+            let mut fut = Box::pin(async move {
+                let r: Result<(), BoxError> = with_scope!(
+                    ExitStack::new() as stack, Hand::new("after-stack", p.clone()) => {
+                        stack.enter(Hand::new("in-stack", p.clone())).await?;
+                        forever().await;
+                        Ok(())
+                    }
+                );
+                r
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            drop(fut);
+            drain_timeout(Duration::from_secs(5)).await.unwrap();
+        });
+        assert_eq!(
+            *probe.log.lock().unwrap(),
+            ["after-stack:cancelled", "in-stack:cancelled"]
+        );
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (3, 3, 0), "{s:?}");
+    }
+
+    pub(super) fn case10_a_cancelled_stack_scope_exits_right_to_left_current_thread() {
+        right_to_left(current_thread());
+    }
+    pub(super) fn case10_a_cancelled_stack_scope_exits_right_to_left_multi_thread() {
+        right_to_left(multi_thread());
+    }
+
+    /// Break A: a stack in a block, a scope opened after it, all cut by a
+    /// timeout: innermost first.
+    pub(super) fn case10_a_stack_in_a_block_exits_after_the_scopes_opened_after_it() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        current_thread().block_on(async move {
+            let scope = async move {
+                with_scope!(Hand::new("outer", p.clone()) => {
+                    let stack = ExitStack::new();
+                    stack.enter(Hand::new("in-stack", p.clone())).await.unwrap();
+                    with_scope!(Hand::new("opened-after", p.clone()) => { forever().await });
+                })
+            };
+            let cut = tokio::time::timeout(Duration::from_millis(5), scope).await;
+            assert!(cut.is_err());
+            drain_timeout(Duration::from_secs(5)).await.unwrap();
+        });
+        assert_eq!(
+            *probe.log.lock().unwrap(),
+            [
+                "opened-after:cancelled",
+                "in-stack:cancelled",
+                "outer:cancelled"
+            ]
+        );
+        let s = settled();
+        assert_eq!((s.entered, s.exited), (3, 3), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// Break B: an entry's exit never finishes (abandoned) and its drop
+    /// panics: caught and reported; the older entry still exits.
+    pub(super) fn case10_a_stack_entry_whose_drop_panics_skips_no_older_entry() {
+        set_in_place_limit(Duration::from_millis(50));
+        let probe = Probe::new();
+        let p = probe.clone();
+        let escaped = current_thread().block_on(async move {
+            let stack = ExitStack::new();
+            stack.enter(Hand::new("older", p.clone())).await.unwrap();
+            stack.enter(strict()).await.unwrap();
+            std::panic::catch_unwind(AssertUnwindSafe(move || drop(stack))).is_err()
+        });
+        assert!(!escaped, "a panic escaped the stack's drop");
+        assert_eq!(*probe.log.lock().unwrap(), ["older:cancelled"]);
+        let s = settled();
+        assert_eq!(
+            (s.entered, s.exited, s.abandoned, s.active),
+            (2, 1, 1, 0),
+            "{s:?}"
+        );
+        assert_accounted(s);
+    }
+
+    /// Break B, dropped by a task that is already panicking: no abort.
+    pub(super) fn case10_a_stack_entry_whose_drop_panics_while_unwinding_does_not_abort() {
+        set_in_place_limit(Duration::from_millis(50));
+        let probe = Probe::new();
+        let p = probe.clone();
+        current_thread().block_on(async move {
+            let task = tokio::spawn(async move {
+                let stack = ExitStack::new();
+                stack.enter(Hand::new("older", p.clone())).await.unwrap();
+                stack.enter(strict()).await.unwrap();
+                panic!("the task fails with the stack alive");
+            });
+            assert!(task.await.unwrap_err().is_panic());
+        });
+        assert_eq!(*probe.log.lock().unwrap(), ["older:panicked"]);
+        // (The entry's drop panicked while the task unwound: caught, not an abort.)
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (2, 1, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// Break C: `drain()` inside a detached exit would wait for itself; it
+    /// returns at once (reported), and the exit finishes.
+    pub(super) fn case10_drain_inside_a_detached_exit_returns_at_once() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        current_thread().block_on(async move {
+            let mut fut = Box::pin(async move {
+                with_scope!(Drains(p.clone()) => { forever().await });
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            drop(fut);
+            drain_timeout(Duration::from_secs(3))
+                .await
+                .expect("the exit calling drain finishes");
+        });
+        assert_eq!(probe.exited(), 1);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.pending), (1, 1, 0), "{s:?}");
+    }
+
+    /// Break C, borrowing (finished in place): not abandoned.
+    pub(super) fn case10_drain_inside_an_in_place_exit_returns_at_once() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let started = Instant::now();
+        multi_thread().block_on(async move {
+            let mut fut = Box::pin(async move {
+                with_scope!(Drains(&*p) => { forever().await });
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            drop(fut);
+        });
+        assert!(started.elapsed() < Duration::from_millis(900));
+        assert_eq!(probe.exited(), 1);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (1, 1, 0), "{s:?}");
+    }
+
+    /// Break D: `close()` cancelled after an entry failed: the error it
+    /// held is reported (once) and counted (once).
+    pub(super) fn case10_an_error_held_by_a_cancelled_close_is_reported_once() {
+        let (_guard, events) = driver_util::capture();
+        let probe = Probe::new();
+        let p = probe.clone();
+        multi_thread().block_on(async move {
+            let mut stack = ExitStack::new();
+            stack
+                .enter(Hand::new("slow", p.clone()).exit(Act::Sleep(50)))
+                .await
+                .unwrap();
+            stack.enter(Fails("err-lost")).await.unwrap();
+            {
+                let mut close = Box::pin(stack.close());
+                assert!(poll!(close.as_mut()).is_pending());
+            }
+            drop(stack);
+        });
+        let reported: Vec<_> = events
+            .all()
+            .into_iter()
+            .filter(|e| e.text.contains("err-lost"))
+            .collect();
+        assert_eq!(reported.len(), 1, "{:?}", events.all());
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+    }
+
+    /// Break D: a plain scope cancelled while its second exit runs: the
+    /// first exit's error it was to return is reported.
+    pub(super) fn case10_an_error_held_by_a_scope_cancelled_mid_exit_is_reported() {
+        let (_guard, events) = driver_util::capture();
+        let probe = Probe::new();
+        let p = probe.clone();
+        current_thread().block_on(async move {
+            let mut fut = Box::pin(async move {
+                let r: Result<(), std::io::Error> = with_scope!(
+                    Hand::new("slow", p.clone()).exit(Act::Sleep(50)), Fails("err-lost") => {
+                        Ok(())
+                    }
+                );
+                r
+            });
+            assert!(poll!(fut.as_mut()).is_pending());
+            drop(fut);
+            drain_timeout(Duration::from_secs(5)).await.unwrap();
+        });
+        assert!(
+            events
+                .find(tracing::Level::ERROR, &["err-lost", "cancelled"])
+                .is_some(),
+            "{:?}",
+            events.all()
+        );
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+    }
+
+    /// Break D: one failing entry is one failure, though the stack's own
+    /// exit returns that error to its scope.
+    pub(super) fn case10_a_failing_entry_of_a_stack_scope_counts_once() {
+        futures::executor::block_on(async {
+            let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                stack.enter(Fails("fails-once")).await?;
+                Ok(())
+            });
+            assert_eq!(r.unwrap_err().to_string(), "fails-once");
+            let mut outer = ExitStack::new();
+            let inner = ExitStack::new();
+            inner.enter(Fails("fails-in-inner")).await.unwrap();
+            outer.enter(inner).await.unwrap();
+            let r = outer.close().await;
+            assert_eq!(r.unwrap_err().to_string(), "fails-in-inner");
+        });
+        let s = settled();
+        assert_eq!(s.exit_failures, 2, "{s:?}");
+    }
+
+    /// Break E: a stack in a thread-local, on a thread with no runtime,
+    /// dropped at thread exit: entries exit (a timer-using one fails, as
+    /// tokio's context is gone) and the library's own probing prints no
+    /// panic.
+    pub(super) fn case10_a_thread_local_stack_without_a_runtime_prints_no_library_panic() {
+        thread_local! {
+            static STACK: std::cell::RefCell<Option<ExitStack<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let probe = Probe::new();
+        let p = probe.clone();
+        std::thread::spawn(move || {
+            futures::executor::block_on(async move {
+                let stack = ExitStack::new();
+                let timer = Hand::new("timer", p.clone()).exit(Act::Sleep(1));
+                stack.enter(timer).await.unwrap();
+                stack.enter(Hand::new("plain", p.clone())).await.unwrap();
+                STACK.with(|s| *s.borrow_mut() = Some(stack));
+            });
+            // Tokio's own thread-locals, set up after the stack's: torn
+            // down before it is.
+            assert!(tokio::runtime::Handle::try_current().is_err());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            *probe.log.lock().unwrap(),
+            ["plain:cancelled", "timer:cancelled"]
+        );
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+    }
 }
 
 #[test]
@@ -970,4 +1273,110 @@ fn case9_the_abandoned_exit_line_names_the_manager_and_the_counter() {
             && out.contains("stats().abandoned"),
         "{out}"
     );
+}
+
+// ------------------------------------------------------------ case 10: exit stacks
+
+/// A manager whose exit fails with `io::Error(message)`.
+struct Fails(&'static str);
+
+impl AsyncContextManager for Fails {
+    type Value<'a> = ();
+    type Error = std::io::Error;
+
+    fn enter(&mut self) -> impl Future<Output = Result<(), std::io::Error>> {
+        std::future::ready(Ok(()))
+    }
+
+    fn exit(&mut self, _: Outcome) -> impl Future<Output = Result<(), std::io::Error>> {
+        std::future::ready(Err(std::io::Error::other(self.0)))
+    }
+
+    fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl OwnedManager for Fails {}
+async_contextlib::send_manager!(Fails, Hand<Arc<Probe>>);
+
+/// Panics when dropped before its exit finished.
+struct MustRelease {
+    released: bool,
+}
+
+impl Drop for MustRelease {
+    fn drop(&mut self) {
+        assert!(self.released, "MustRelease dropped without release");
+    }
+}
+
+/// Its exit never finishes: cut short, it is dropped unreleased.
+struct Strict(MustRelease);
+
+impl AsyncContextManager for Strict {
+    type Value<'a> = ();
+    type Error = Infallible;
+
+    fn enter(&mut self) -> impl Future<Output = Result<(), Infallible>> {
+        std::future::ready(Ok(()))
+    }
+
+    async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> {
+        std::future::pending::<()>().await;
+        self.0.released = true;
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "strict"
+    }
+}
+
+impl OwnedManager for Strict {}
+async_contextlib::send_manager!(Strict);
+
+fn strict() -> Strict {
+    Strict(MustRelease { released: false })
+}
+
+/// Its exit calls `drain()`; `P` decides owned (detached) or borrowing
+/// (finished in place).
+struct Drains<P>(P);
+
+impl<P: std::ops::Deref<Target = Probe>> AsyncContextManager for Drains<P> {
+    type Value<'a>
+        = ()
+    where
+        Self: 'a;
+    type Error = Infallible;
+
+    fn enter(&mut self) -> impl Future<Output = Result<(), Infallible>> {
+        std::future::ready(Ok(()))
+    }
+
+    async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> {
+        async_contextlib::drain().await;
+        self.0.exited.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "drains"
+    }
+}
+
+impl OwnedManager for Drains<Arc<Probe>> {}
+
+#[test]
+fn case10_the_library_prints_no_panic_of_its_own_at_thread_exit() {
+    let out = isolated(
+        "case10_a_thread_local_stack_without_a_runtime_prints_no_library_panic",
+        SHORT,
+    );
+    // The timer exit's own panic (tokio's context is gone) is printed by
+    // the panic hook like any exit's; none from inside the library.
+    let panics: Vec<_> = out.lines().filter(|l| l.contains("panicked at")).collect();
+    assert_eq!(panics.len(), 1, "{out}");
+    assert!(panics[0].contains("tests/faults.rs"), "{out}");
 }

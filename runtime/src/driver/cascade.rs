@@ -181,15 +181,35 @@ pub(crate) fn push_child(node: Node) {
 pub(crate) fn take(addr: usize) -> Option<Node> {
     with(|frames| {
         let pos = position(frames, Key::Scope(addr))?;
-        let frame = &mut frames[pos];
-        let taken = Frame {
-            key: frame.key,
-            children: std::mem::take(&mut frame.children),
-            own: std::mem::take(&mut frame.own),
-        };
-        taken.into_node()
+        take_at(frames, pos)
     })
     .flatten()
+}
+
+/// What the innermost scope being dropped on this thread has collected so
+/// far, for a value dropped inside it (an `ExitStack` in a block, or a
+/// scope's manager) whose exits finish in place: everything dropped before
+/// it in that scope is nested in it or entered after it, so it runs first.
+/// `None` inside an in-place exit (a barrier), or outside any drop.
+pub(crate) fn take_innermost() -> Option<Node> {
+    with(|frames| {
+        let top = frames.len().checked_sub(1)?;
+        if frames[top].key == Key::Barrier {
+            return None;
+        }
+        take_at(frames, top)
+    })
+    .flatten()
+}
+
+fn take_at(frames: &mut [Frame], pos: usize) -> Option<Node> {
+    let frame = &mut frames[pos];
+    Frame {
+        key: frame.key,
+        children: std::mem::take(&mut frame.children),
+        own: std::mem::take(&mut frame.own),
+    }
+    .into_node()
 }
 
 /// Pops its frame when dropped (also on unwind), spawning what it holds.

@@ -3,8 +3,6 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::Outcome;
-
 static SLOW_EXIT_NANOS: AtomicU64 = AtomicU64::new(10_000_000);
 
 /// Sets how long an exit may take before a warning event reports it
@@ -21,9 +19,9 @@ pub fn slow_exit_limit() -> Duration {
 }
 
 /// The debug-level span of an enter or exit, boxed — or nothing when no
-/// subscriber wants it. Every scope carries three of these; a boxed option
-/// is 8 bytes of future state where a `Span` is 40, and a disabled one
-/// costs a null check per poll.
+/// subscriber wants it (one load and compare). A boxed option is 8 bytes
+/// of future state where a `Span` is 40, and an empty one costs a null
+/// check per poll.
 macro_rules! span {
     ($($args:tt)*) => {{
         // One load and compare when no subscriber wants debug spans.
@@ -40,9 +38,6 @@ macro_rules! span {
     }};
 }
 pub(crate) use span;
-
-/// A span as carried by a scope's futures: see [`span!`].
-pub(crate) type MaybeSpan = Option<Box<tracing::Span>>;
 
 /// Measures one exit, when a slow-exit warning could be emitted at all (a
 /// subscriber wants warnings and the limit is not `Duration::MAX`); else it
@@ -68,7 +63,7 @@ impl Clock {
 
     /// Emits a warning if the exit took longer than the limit.
     #[inline]
-    pub(crate) fn check(self, name: &'static str, outcome: &Outcome) {
+    pub(crate) fn check(self, name: &'static str, outcome: &'static str) {
         if self.0 == 0 {
             return;
         }
@@ -103,10 +98,10 @@ fn now_nanos() -> u64 {
 }
 
 #[cold]
-fn slow_exit(name: &'static str, outcome: &Outcome, elapsed: Duration) {
+fn slow_exit(name: &'static str, outcome: &'static str, elapsed: Duration) {
     tracing::warn!(
         manager = name,
-        outcome = outcome.label(),
+        outcome,
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         limit_us = u64::try_from(slow_exit_limit().as_micros()).unwrap_or(u64::MAX),
         "async-contextlib: slow exit"
@@ -134,7 +129,7 @@ pub(crate) fn report_abandoned(name: &'static str, why: &'static str) {
         reason = why,
         "async-contextlib: exit abandoned on cancellation; counted in stats().abandoned"
     );
-    unmissable(name, "abandoned on cancellation", why, "stats().abandoned");
+    unmissable_exit(name, "abandoned on cancellation", why, "stats().abandoned");
 }
 
 /// Work handed to the driver (or finishing in place) that its runtime
@@ -147,12 +142,27 @@ pub(crate) fn report_lost(name: &'static str, what: &'static str) {
         "async-contextlib: work was dropped before it finished (its runtime shut down); \
          counted in stats().lost"
     );
-    unmissable(
+    unmissable_exit(
         name,
         "lost",
         "its runtime shut down before it could finish",
         "stats().lost",
     );
+}
+
+/// `drain()` polled from inside work the driver holds: waiting would wait
+/// for that work itself (and what is queued behind it), so it returned.
+#[cold]
+pub(crate) fn report_drain_in_exit() {
+    tracing::error!(
+        "async-contextlib: drain() was called from inside an exit (or shielded work) the \
+         driver is running; it would wait for itself, so it returned at once"
+    );
+    unmissable("async_contextlib::drain", || {
+        "async-contextlib: drain() was called from inside an exit (or shielded work) the \
+         driver is running: it would wait for itself, so it returned at once."
+            .to_owned()
+    });
 }
 
 /// An exit that had to finish in place while exits queued before it (of
@@ -170,7 +180,17 @@ pub(crate) fn report_out_of_order(name: &'static str) {
 /// without a `tracing` subscriber: then the first one of each manager is
 /// written straight to the process's stderr (not through `eprintln!`, so
 /// the test harness does not swallow it).
-fn unmissable(name: &'static str, what: &str, why: &str, counter: &str) {
+fn unmissable_exit(name: &'static str, what: &str, why: &str, counter: &str) {
+    unmissable(name, || {
+        format!(
+            "async-contextlib: the exit of `{name}` was {what}: {why}. Counted in {counter}; \
+             install a tracing subscriber to see every such event."
+        )
+    });
+}
+
+/// Writes `line` to stderr, once per `key`, when no subscriber shows errors.
+fn unmissable(key: &'static str, line: impl FnOnce() -> String) {
     use std::io::Write;
     static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     if tracing::enabled!(tracing::Level::ERROR) {
@@ -180,14 +200,10 @@ fn unmissable(name: &'static str, what: &str, why: &str, counter: &str) {
         let mut seen = SEEN
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.contains(&name) {
+        if seen.contains(&key) {
             return;
         }
-        seen.push(name);
+        seen.push(key);
     }
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "async-contextlib: the exit of `{name}` was {what}: {why}. Counted in {counter}; \
-         install a tracing subscriber to see every such event."
-    );
+    let _ = writeln!(std::io::stderr().lock(), "{}", line());
 }

@@ -73,9 +73,25 @@ pub(crate) enum Ran<T> {
 /// that the innermost-first order holds. `work` must not panic (the caller
 /// catches its panics).
 pub(crate) fn finish<F: Future>(addr: usize, name: &'static str, work: F) -> Ran<F::Output> {
-    let mut ticket = Ticket::new(name, Kind::InPlace);
-    let inner = cascade::take(addr);
+    let ticket = Ticket::new(name, Kind::InPlace);
+    finish_after(ticket, cascade::take(addr), name, work)
+}
+
+/// [`finish`] for a value dropped inside whatever scope is being dropped
+/// (see [`cascade::take_innermost`]), not a manager of a known scope.
+pub(crate) fn finish_innermost<F: Future>(name: &'static str, work: F) -> Ran<F::Output> {
+    let ticket = Ticket::new(name, Kind::InPlace);
+    finish_after(ticket, cascade::take_innermost(), name, work)
+}
+
+fn finish_after<F: Future>(
+    mut ticket: Ticket,
+    inner: Option<Node>,
+    name: &'static str,
+    work: F,
+) -> Ran<F::Output> {
     let ran = cascade::barrier(|| {
+        let _running = super::Running::enter();
         // Boxed (a cold path) so that a panic in its drop can be caught.
         let mut work = Box::pin(work);
         let ran = run(inner, work.as_mut(), name);
@@ -105,9 +121,7 @@ fn run<F: Future + ?Sized>(
     }
     // No runtime here: enter the driver's, so that timers in the exit work.
     let fallback = if handle.is_none() { fallback() } else { None };
-    let _entered = fallback
-        .as_ref()
-        .and_then(|h| catch_unwind(AssertUnwindSafe(|| h.enter())).ok());
+    let _entered = fallback.as_ref().and_then(|h| silently(|| h.enter()).ok());
     let deadline = Instant::now()
         .checked_add(in_place_limit())
         .unwrap_or_else(far_future);
@@ -277,6 +291,9 @@ fn loud<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The context of an exit stack's entries finished in place when dropped.
+pub(crate) const STACK_DROPPED: &str = "exit stack dropped";
+
 /// Counts and reports an exit the scope finished in place on cancellation.
 pub(crate) fn record<E>(
     name: &'static str,
@@ -289,11 +306,20 @@ pub(crate) fn record<E>(
             stats::abandoned();
             diag::report_abandoned(
                 name,
-                "the exit did not finish within the in-place limit \
-                 (async_contextlib::set_in_place_limit); on a current-thread runtime an exit \
-                 that waits on that runtime's timers or I/O cannot progress while it is \
-                 finished in place: make the manager owned (its signature borrowing nothing, \
-                 or `impl OwnedManager`) so that it is detached instead",
+                if context == STACK_DROPPED {
+                    "the exit did not finish within the in-place limit \
+                     (async_contextlib::set_in_place_limit); a dropped exit stack finishes its \
+                     entries in place, and on a current-thread runtime an exit that waits on \
+                     that runtime's timers or I/O cannot progress then: close the stack \
+                     (`stack.close().await`) where it can be awaited, run it on a multi-thread \
+                     runtime, or `shield` the part of the exit that waits"
+                } else {
+                    "the exit did not finish within the in-place limit \
+                     (async_contextlib::set_in_place_limit); on a current-thread runtime an exit \
+                     that waits on that runtime's timers or I/O cannot progress while it is \
+                     finished in place: make the manager owned (its signature borrowing nothing, \
+                     or `impl OwnedManager`) so that it is detached instead"
+                },
             );
             return;
         }

@@ -72,7 +72,12 @@ impl Job {
                 // long as this future.
                 let mut ticket = ticket;
                 let started = diag::Clock::start();
-                let result = AssertUnwindSafe(work).catch_unwind().await;
+                let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
+                let result = std::future::poll_fn(|cx| {
+                    let _running = Running::enter();
+                    work.as_mut().poll(cx)
+                })
+                .await;
                 ticket.done();
                 let failed = !matches!(result, Ok(Ok(())));
                 match result {
@@ -96,7 +101,7 @@ impl Job {
                         stats::exit_failed();
                     }
                     stats::exited();
-                    started.check(name, &crate::Outcome::Cancelled);
+                    started.check(name, "cancelled");
                 }
             }),
         }
@@ -178,6 +183,34 @@ pub(crate) fn fallback() -> Option<Handle> {
         .clone()
 }
 
+thread_local! {
+    /// How many pieces of driver-held work this thread is polling.
+    static RUNNING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as polling driver-held work (a detached job, an exit
+/// finishing in place) while it lives.
+pub(crate) struct Running(bool);
+
+impl Running {
+    pub(crate) fn enter() -> Running {
+        Running(RUNNING.try_with(|n| n.set(n.get() + 1)).is_ok())
+    }
+
+    /// Whether this thread is inside driver-held work now.
+    fn here() -> bool {
+        RUNNING.try_with(|n| n.get() > 0).unwrap_or(false)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = RUNNING.try_with(|n| n.set(n.get() - 1));
+        }
+    }
+}
+
 /// Waits until every exit and shielded future the driver holds — detached,
 /// or finishing in place on another thread — has finished, including ones
 /// handed over while it waits. Works on any executor.
@@ -190,6 +223,11 @@ pub(crate) fn fallback() -> Option<Handle> {
 /// ```
 pub async fn drain() {
     loop {
+        if Running::here() {
+            // It would wait for itself (and for what is queued behind it).
+            diag::report_drain_in_exit();
+            return;
+        }
         let notified = ticket::DRAINED.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();

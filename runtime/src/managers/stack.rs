@@ -41,7 +41,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use crate::driver::{cascade, diag, in_place, stats};
+use crate::driver::{diag, in_place, stats};
 use crate::outcome::Payload;
 use crate::scope::guard::exit_task;
 use crate::scope::step::Lazy;
@@ -405,11 +405,65 @@ fn run_callback<C: FnOnce(Outcome) -> Fut, Fut>(callback: C, outcome: Outcome) -
 }
 
 /// Unwinds a stack: every entry's exit, newest first, each once.
+///
+/// Each failure is counted once, when it is settled: reported, or returned.
+/// What it returns to a caller that counts it (the scope or stack it is a
+/// manager of) is left to that caller.
 struct Unwind<'s, 'a, K> {
     core: &'s mut Core<'a, K>,
     outcome: Outcome,
+    caller_counts: bool,
     error: Option<BoxError>,
     panic: Option<Payload>,
+}
+
+impl<'a, K> Core<'a, K> {
+    /// Unwinds with `outcome`; `caller_counts` when run as a manager's exit.
+    fn unwind(&mut self, outcome: Outcome, caller_counts: bool) -> Unwind<'_, 'a, K> {
+        Unwind {
+            core: self,
+            outcome,
+            caller_counts,
+            error: None,
+            panic: None,
+        }
+    }
+}
+
+const STACK: &str = "exit stack";
+
+impl<K> Unwind<'_, '_, K> {
+    /// The first error is the result; any later one is reported.
+    fn failed(&mut self, name: &'static str, error: BoxError) {
+        if self.error.is_none() && self.panic.is_none() {
+            if self.outcome.is_success() {
+                self.outcome = Outcome::Failed(Failure::new(&*error));
+            }
+            self.error = Some(error);
+        } else {
+            stats::exit_failed();
+            diag::report_exit_error(name, STACK, &error.to_string());
+        }
+    }
+
+    /// The first panic is resumed at the end; any later one is reported.
+    fn panicked(&mut self, name: &'static str, payload: Payload) {
+        if self.panic.is_none() {
+            self.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
+            self.panic = Some(payload);
+        } else {
+            stats::exit_failed();
+            let panic = Panic::from_payload(&*payload);
+            diag::report_exit_error(name, STACK, &format!("panicked: {}", panic.message()));
+        }
+    }
+
+    /// Counts the failure handed to the caller, unless the caller does.
+    fn settle(&self) {
+        if !self.caller_counts {
+            stats::exit_failed();
+        }
+    }
 }
 
 impl<K> Future for Unwind<'_, '_, K> {
@@ -429,51 +483,55 @@ impl<K> Future for Unwind<'_, '_, K> {
             }
             match exited {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    stats::exit_failed();
-                    if this.error.is_none() && this.panic.is_none() {
-                        if this.outcome.is_success() {
-                            this.outcome = Outcome::Failed(Failure::new(&*error));
-                        }
-                        this.error = Some(error);
-                    } else {
-                        diag::report_exit_error(name, "exit stack", &error.to_string());
-                    }
-                }
-                Err(payload) => {
-                    stats::exit_failed();
-                    if this.panic.is_none() {
-                        this.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
-                        this.panic = Some(payload);
-                    } else {
-                        diag::report_exit_error(
-                            name,
-                            "exit stack",
-                            &format!("panicked: {}", Panic::from_payload(&*payload).message()),
-                        );
-                    }
-                }
+                Ok(Err(error)) => this.failed(name, error),
+                Err(payload) => this.panicked(name, payload),
             }
         }
         if let Some(payload) = this.panic.take() {
             if let Some(error) = this.error.take() {
-                diag::report_exit_error(
-                    "async_contextlib::ExitStack",
-                    "exit stack",
-                    &error.to_string(),
-                );
+                stats::exit_failed();
+                diag::report_exit_error(STACK_NAME, STACK, &error.to_string());
             }
+            this.settle();
             resume_unwind(payload);
         }
-        Poll::Ready(this.error.take().map_or(Ok(()), Err))
+        let error = this.error.take();
+        if error.is_some() {
+            this.settle();
+        }
+        Poll::Ready(error.map_or(Ok(()), Err))
     }
 }
 
+impl<K> Drop for Unwind<'_, '_, K> {
+    /// Dropped mid-unwind (its future cancelled): a failure it held would
+    /// reach no one, so it is reported and counted here. The entries left
+    /// exit when the stack is dropped.
+    fn drop(&mut self) {
+        if let Some(error) = self.error.take() {
+            stats::exit_failed();
+            diag::report_exit_error(STACK_NAME, "exit stack, cancelled", &error.to_string());
+        }
+        if let Some(payload) = self.panic.take() {
+            stats::exit_failed();
+            let panic = Panic::from_payload(&*payload);
+            diag::report_exit_error(
+                STACK_NAME,
+                "exit stack, cancelled",
+                &format!("panicked: {}", panic.message()),
+            );
+        }
+    }
+}
+
+const STACK_NAME: &str = "async_contextlib::ExitStack";
+
 impl<K> Drop for Core<'_, K> {
     /// Dropped with entries left (its scope cancelled, or never closed):
-    /// each exits once with `Cancelled`, newest first, finished in place
-    /// (bounded, see `driver/in_place.rs`) inside the driver's cascade, so
-    /// that exits queued by scopes nested in the stack's entries run first.
+    /// each exits once with `Cancelled` (`Panicked` if a panic is unwinding
+    /// through it), newest first, finished in place (bounded, see
+    /// `driver/in_place.rs`) after what the scope being dropped around it
+    /// collected so far — scopes nested in it, managers entered after it.
     ///
     /// Not detached, even for owned entries: proving an entry `'static`
     /// would put a `'static` bound on the stack's `enter`, which rustc
@@ -481,10 +539,16 @@ impl<K> Drop for Core<'_, K> {
     /// (rust-lang/rust#110338), and a `Send` stack of generated managers
     /// yielding borrowed-`'static` data could not be spawned.
     fn drop(&mut self) {
-        let addr = std::ptr::from_ref(self) as usize;
         let head = self.head.get_mut().unwrap_or_else(PoisonError::into_inner);
         let Some(first) = head.take() else {
             return;
+        };
+        // Dropped by a panic unwinding through it, entries see that panic
+        // (its payload is not reachable from here, only the fact).
+        let outcome = if std::thread::panicking() {
+            Outcome::Panicked(Panic::new("a panic unwound through the exit stack"))
+        } else {
+            Outcome::Cancelled
         };
         let mut next = Some(first);
         while let Some(node) = next {
@@ -493,16 +557,20 @@ impl<K> Drop for Core<'_, K> {
             // SAFETY: as above.
             next = unsafe { (*node.as_ptr()).next };
             let (name, manager) = (entry.name(), entry.is_manager());
-            let work = std::future::poll_fn(|cx| entry.poll_exit(&Outcome::Cancelled, cx));
-            let ran = in_place::finish(addr, name, work);
+            let work = std::future::poll_fn(|cx| entry.poll_exit(&outcome, cx));
+            let ran = in_place::finish_innermost(name, work);
             if manager {
-                in_place::record::<BoxError>(name, "exit stack dropped", ran);
+                in_place::record::<BoxError>(name, in_place::STACK_DROPPED, ran);
             } else {
                 in_place::record_callback(name, ran);
             }
-            Owned(node).free();
+            // An exit cut short is dropped with its entry: a panic there
+            // must not skip the older entries (or abort an unwinding thread).
+            let free = AssertUnwindSafe(move || Owned(node).free());
+            if catch_unwind(free).is_err() {
+                diag::report_exit_error(name, STACK, "panicked while being dropped");
+            }
         }
-        cascade::close(addr);
     }
 }
 
@@ -636,16 +704,7 @@ impl<'a> ExitStack<'a> {
     ///
     /// The first exit that failed; later failures are reported and counted.
     pub fn close(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send + '_ {
-        self.unwind(Outcome::Success)
-    }
-
-    fn unwind(&mut self, outcome: Outcome) -> Unwind<'_, 'a, SendStack> {
-        Unwind {
-            core: &mut self.core,
-            outcome,
-            error: None,
-            panic: None,
-        }
+        self.core.unwind(Outcome::Success, false)
     }
 }
 
@@ -681,7 +740,7 @@ impl<'a> AsyncContextManager for ExitStack<'a> {
     }
 
     fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), BoxError>> {
-        self.unwind(outcome)
+        self.core.unwind(outcome, true)
     }
 
     fn name(&self) -> &'static str {
@@ -693,7 +752,7 @@ impl<'a> AsyncContextManager for ExitStack<'a> {
 
 impl SendManager for ExitStack<'_> {
     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), BoxError> {
-        self.unwind(outcome).await
+        self.core.unwind(outcome, true).await
     }
 }
 
@@ -779,12 +838,7 @@ impl<'a> LocalExitStack<'a> {
     ///
     /// The first exit that failed; later failures are reported and counted.
     pub fn close(&mut self) -> impl Future<Output = Result<(), BoxError>> + '_ {
-        Unwind {
-            core: &mut self.core,
-            outcome: Outcome::Success,
-            error: None,
-            panic: None,
-        }
+        self.core.unwind(Outcome::Success, false)
     }
 }
 
@@ -802,12 +856,7 @@ impl<'a> AsyncContextManager for LocalExitStack<'a> {
     }
 
     fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), BoxError>> {
-        Unwind {
-            core: &mut self.core,
-            outcome,
-            error: None,
-            panic: None,
-        }
+        self.core.unwind(outcome, true)
     }
 
     fn name(&self) -> &'static str {

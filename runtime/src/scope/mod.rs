@@ -25,6 +25,7 @@ pub(crate) mod guard;
 pub(crate) mod step;
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -32,7 +33,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use self::guard::{Detach, Guard, Meta, State};
-use self::step::{Active, Bound, Bounded, Handover, Lazy, Step};
+use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step};
 use crate::driver::diag::{self, Clock};
 use crate::driver::{cascade, in_place, stats};
 use crate::outcome::Payload;
@@ -44,14 +45,18 @@ use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic};
     reason = "hidden; generic over values that need not be Debug"
 )]
 pub struct Scope<R> {
-    result: Option<R>,
-    outcome: Outcome,
-    panic: Option<Payload>,
+    // Dropped by hand (`finish`, or the cold path of `drop`), so that the
+    // scope's drop glue is one flag check on the happy path.
+    result: ManuallyDrop<Option<R>>,
+    outcome: ManuallyDrop<Outcome>,
+    panic: ManuallyDrop<Option<Payload>>,
     depth: u32,
     active: Option<Active>,
     /// Set when a deadline cut the body: the depth of the manager that owns it.
     cut: Option<u32>,
     finished: bool,
+    /// The scope's result is a manager's exit error (reported if dropped).
+    exit_error: bool,
 }
 
 impl<R> Default for Scope<R> {
@@ -61,14 +66,58 @@ impl<R> Default for Scope<R> {
 }
 
 impl<R> Drop for Scope<R> {
+    #[inline]
     fn drop(&mut self) {
         if !self.finished {
-            // Dropped mid-flight: the runner in flight opened the frame (or
-            // the guards did, if the drop hit an `.await` inside a manager
-            // expression). Its work starts now, or joins its parent's.
-            cascade::close(self.addr());
+            dropped_mid_flight(self);
         }
     }
+}
+
+/// Dropped mid-flight: the runner in flight opened the frame (or the
+/// guards did, if the drop hit an `.await` inside a manager expression).
+/// Its work starts now, or joins its parent's.
+#[cold]
+#[inline(never)]
+fn dropped_mid_flight<R>(scope: &mut Scope<R>) {
+    // Cancelled while exiting: a failure it was to return reaches no one.
+    const CANCELLED: &str = "its scope was cancelled before it could return this";
+    scope.finished = true;
+    match (&*scope.outcome, &*scope.panic) {
+        (_, Some(payload)) => diag::report_exit_error(
+            "async_contextlib::with_scope",
+            CANCELLED,
+            &format!("panicked: {}", Panic::from_payload(&**payload).message()),
+        ),
+        (Outcome::Failed(failure), None) if scope.exit_error => {
+            diag::report_exit_error("async_contextlib::with_scope", CANCELLED, failure.message());
+        }
+        _ => {}
+    }
+    cascade::close(scope.addr());
+    // SAFETY: dropped once, here; `finished` keeps `finish` from them.
+    unsafe {
+        ManuallyDrop::drop(&mut scope.result);
+        ManuallyDrop::drop(&mut scope.outcome);
+        ManuallyDrop::drop(&mut scope.panic);
+    }
+}
+
+/// Drops an outcome, out of line unless it is a success (which holds
+/// nothing).
+#[inline]
+fn drop_outcome(outcome: Outcome) {
+    if outcome.is_success() {
+        std::mem::forget(outcome);
+    } else {
+        drop_outcome_slow(outcome);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_outcome_slow(outcome: Outcome) {
+    drop(outcome);
 }
 
 impl<R> Scope<R> {
@@ -77,13 +126,14 @@ impl<R> Scope<R> {
     #[must_use]
     pub fn new() -> Self {
         Scope {
-            result: None,
-            outcome: Outcome::Success,
-            panic: None,
+            result: ManuallyDrop::new(None),
+            outcome: ManuallyDrop::new(Outcome::Success),
+            panic: ManuallyDrop::new(None),
             depth: 0,
             active: None,
             cut: None,
             finished: false,
+            exit_error: false,
         }
     }
 
@@ -125,13 +175,12 @@ impl<R> Scope<R> {
         let prelude = catch_unwind(AssertUnwindSafe(|| (manager.name(), manager.deadline())));
         let (name, deadline, early, bounded) = match prelude {
             Ok((name, deadline)) => {
-                let span = diag::span!("enter", manager = name);
                 let enter = Lazy::new(move || manager.enter());
                 (
                     name,
                     deadline,
                     None,
-                    Some(Bounded::new(Step::new(enter, span, addr), active)),
+                    Some(Bounded::new(Step::new(enter, addr), active)),
                 )
             }
             Err(payload) => (
@@ -147,7 +196,8 @@ impl<R> Scope<R> {
             meta,
             convert: Some(convert),
             deadline,
-            early,
+            early: Rare::new(early),
+            span: Rare::new(diag::span!("enter", manager = name)),
             bounded,
         }
     }
@@ -169,7 +219,7 @@ impl<R> Scope<R> {
         Body {
             scope: self,
             classify: Some(classify),
-            bounded: Bounded::new(Step::new(body, None, addr), active),
+            bounded: Bounded::new(Step::new(body, addr), active),
         }
     }
 
@@ -185,11 +235,7 @@ impl<R> Scope<R> {
         D: Detach<M>,
         C: Fn(M::Error) -> (Failure, R),
     {
-        let run = if guard.meta.state == State::Entered {
-            Some(self.start_exit(guard))
-        } else {
-            None
-        };
+        let run = self.start_exit(guard);
         Exit {
             scope: self,
             convert: Some(convert),
@@ -198,8 +244,10 @@ impl<R> Scope<R> {
     }
 
     /// Everything an exit needs before it runs: its outcome, its depth, and
-    /// the exit future itself (made on its first poll, panics caught).
-    #[inline]
+    /// the exit future itself (made on its first poll, panics caught); or
+    /// nothing to do, for a manager that was not entered.
+    #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
+    #[allow(clippy::inline_always)]
     fn start_exit<'g, M, D>(
         &mut self,
         guard: &'g mut Guard<M, D>,
@@ -208,18 +256,32 @@ impl<R> Scope<R> {
         M: AsyncContextManager,
         D: Detach<M>,
     {
+        let name = guard.meta.name;
+        if guard.meta.state != State::Entered {
+            return ExitRun {
+                meta: &mut guard.meta,
+                depth: 0,
+                name,
+                clock: Clock::start(),
+                label: "",
+                span: Rare::new(None),
+                resumable: false,
+                finish: finish_in_place::<M::Error, _>,
+                step: ExitStep::Skip,
+            };
+        }
         let depth = self.depth;
         self.depth -= 1;
         let outcome = match self.cut {
             Some(owner) if depth >= owner => Outcome::Cancelled,
-            _ => self.outcome.clone(),
+            _ => Outcome::clone(&self.outcome),
         };
         if guard.meta.has_deadline {
             self.active = guard.meta.prev_active;
         }
         let addr = self.addr();
-        let name = guard.meta.name;
-        let span = diag::span!("exit", manager = name, outcome = outcome.label());
+        let label = outcome.label();
+        let span = Rare::new(diag::span!("exit", manager = name, outcome = label));
         // An owned manager whose exit can be neither resumed by the driver
         // (hand-written) nor finished in place with its runtime still
         // driving it (no multi-thread runtime) runs its exit boxed, so that
@@ -237,30 +299,31 @@ impl<R> Scope<R> {
                 depth,
                 name,
                 clock: Clock::start(),
-                outcome,
+                label,
+                span,
                 resumable: false,
                 finish: finish_in_place::<M::Error, _>,
                 step: ExitStep::Boxed {
-                    handover: Handover::new(exit, handoff, name, addr, span),
+                    handover: Handover::new(exit, handoff, name, addr),
                 },
             }
         } else {
             let (manager, meta) = guard.parts();
             meta.state = State::Exiting;
-            let exiting = outcome.clone();
-            let exit = Lazy::new(move || manager.exit(exiting));
+            let exit = Lazy::new(move || manager.exit(outcome));
             ExitRun {
                 meta,
                 depth,
                 name,
                 clock: Clock::start(),
-                outcome,
+                label,
+                span,
                 // Not finished in place if dropped mid-exit: the driver
                 // resumes it, or the manager's own drop finishes it.
                 resumable: (M::__RESUMABLE_EXIT && D::DETACHABLE) || M::__DROP_CANCELS,
                 finish: finish_in_place::<M::Error, _>,
                 step: ExitStep::Plain {
-                    step: Step::new(exit, span, addr),
+                    step: Step::new(exit, addr),
                 },
             }
         }
@@ -268,8 +331,8 @@ impl<R> Scope<R> {
 
     fn panicked(&mut self, payload: Payload, name: &'static str) {
         if self.panic.is_none() {
-            self.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
-            self.panic = Some(payload);
+            *self.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
+            *self.panic = Some(payload);
         } else {
             diag::report_exit_error(
                 name,
@@ -287,27 +350,38 @@ impl<R> Scope<R> {
     fn exit_failed(&mut self, failure: Failure, result: R, name: &'static str) {
         stats::exit_failed();
         if self.outcome.is_success() && self.cut.is_none() {
-            self.outcome = Outcome::Failed(failure);
-            self.result = Some(result);
+            *self.outcome = Outcome::Failed(failure);
+            *self.result = Some(result);
+            self.exit_error = true;
         } else {
             diag::report_exit_error(name, "scope", failure.message());
         }
     }
 
     /// The scope's value, or the resumed panic.
+    #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
+    #[allow(clippy::inline_always)]
     pub fn finish(mut self) -> R {
         self.finished = true;
-        if let Some(payload) = self.panic.take() {
+        // SAFETY: taken once, here; `finished` keeps `drop` from them.
+        let (result, outcome, panic) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.result),
+                ManuallyDrop::take(&mut self.outcome),
+                ManuallyDrop::take(&mut self.panic),
+            )
+        };
+        drop_outcome(outcome);
+        if let Some(payload) = panic {
+            drop(result);
             resume_unwind(payload);
         }
-        self.result
-            .take()
-            .expect("async-contextlib: internal error: a scope finished without a value")
+        result.expect("async-contextlib: internal error: a scope finished without a value")
     }
 
     fn cut(&mut self, owner: u32) {
         self.cut = Some(owner);
-        self.outcome = Outcome::Cancelled;
+        *self.outcome = Outcome::Cancelled;
     }
 }
 
@@ -318,7 +392,8 @@ pin_project! {
         convert: Option<C>,
         deadline: Option<Deadline<E>>,
         // The manager panicked before its enter started.
-        early: Option<Payload>,
+        early: Rare<Payload>,
+        span: Rare<Box<tracing::Span>>,
         #[pin]
         bounded: Option<Bounded<F>>,
     }
@@ -335,6 +410,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
         let this = self.project();
         let scope = &mut **this.scope;
+        let _span = this.span.as_ref().map(|s| s.enter());
         let bound = match this.bounded.as_pin_mut() {
             Some(bounded) => ready!(bounded.poll_bounded(cx)),
             None => Bound::Done(Err(this
@@ -363,8 +439,8 @@ where
             Bound::Done(Ok(Err(error))) => {
                 let convert = this.convert.take().expect("enter finished twice");
                 let (failure, result) = convert(error);
-                scope.outcome = Outcome::Failed(failure);
-                scope.result = Some(result);
+                *scope.outcome = Outcome::Failed(failure);
+                *scope.result = Some(result);
                 Poll::Ready(None)
             }
             Bound::Done(Err(payload)) => {
@@ -405,8 +481,8 @@ where
             Bound::Done(Ok(output)) => {
                 let classify = this.classify.take().expect("body finished twice");
                 let (value, outcome) = classify(output);
-                scope.outcome = outcome;
-                scope.result = Some(value);
+                *scope.outcome = outcome;
+                *scope.result = Some(value);
             }
             Bound::Done(Err(payload)) => scope.panicked(payload, "the scope's block"),
             Bound::Cut(owner) => scope.cut(owner),
@@ -418,6 +494,8 @@ where
 pin_project! {
     #[project = ExitStepProj]
     enum ExitStep<E, X> {
+        // The manager was not entered: nothing to exit.
+        Skip,
         Plain { #[pin] step: Step<X> },
         Boxed { handover: Handover<E> },
     }
@@ -433,7 +511,9 @@ pin_project! {
         depth: u32,
         name: &'static str,
         clock: Clock,
-        outcome: Outcome,
+        // The outcome's label, for the slow-exit warning.
+        label: &'static str,
+        span: Rare<Box<tracing::Span>>,
         resumable: bool,
         // `finish_in_place::<E, X>`, fixed where `X: Future` is known (a
         // `Drop` impl cannot add that bound).
@@ -475,16 +555,19 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
 type Exited<E> = (Result<Result<(), E>, Payload>, u32, &'static str);
 
 impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
-    #[inline]
+    #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
+    #[allow(clippy::inline_always)]
     fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
         let this = self.project();
+        let _span = this.span.as_ref().map(|s| s.enter());
         let result = match this.step.project() {
             ExitStepProj::Plain { step } => ready!(step.poll(cx)),
             ExitStepProj::Boxed { handover } => ready!(Pin::new(handover).poll(cx)),
+            ExitStepProj::Skip => unreachable!("a skipped exit is not polled"),
         };
         this.meta.state = State::Done;
         stats::exited();
-        this.clock.check(this.name, this.outcome);
+        this.clock.check(this.name, this.label);
         Poll::Ready((result, *this.depth, this.name))
     }
 }
@@ -494,7 +577,7 @@ pin_project! {
         scope: &'s mut Scope<R>,
         convert: Option<C>,
         #[pin]
-        run: Option<ExitRun<'g, E, X>>,
+        run: ExitRun<'g, E, X>,
     }
 }
 
@@ -508,10 +591,10 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        let Some(run) = this.run.as_mut().as_pin_mut() else {
+        if matches!(this.run.step, ExitStep::Skip) {
             return Poll::Ready(());
-        };
-        let (result, depth, name) = ready!(run.poll_exit(cx));
+        }
+        let (result, depth, name) = ready!(this.run.as_mut().poll_exit(cx));
         let scope = &mut **this.scope;
         let convert = this.convert.take().expect("exit finished twice");
         let cut_here = scope.cut == Some(depth);
@@ -530,12 +613,11 @@ where
         }
         if cut_here {
             scope.cut = None;
-            let run = this.run.as_mut().as_pin_mut().expect("checked above");
-            if let Some(error) = run.project().meta.deadline_error.take() {
+            if let Some(error) = this.run.as_mut().project().meta.deadline_error.take() {
                 let (failure, result) = convert(error);
                 if scope.panic.is_none() {
-                    scope.outcome = Outcome::Failed(failure);
-                    scope.result = Some(result);
+                    *scope.outcome = Outcome::Failed(failure);
+                    *scope.result = Some(result);
                 }
             }
         }

@@ -5,19 +5,24 @@
 //! not general enough", rust-lang/rust#110338). Plain structs have plain,
 //! structural auto traits.
 //!
-//! * [`Step`] polls one piece of user code (an enter, the block, an exit):
-//!   it *makes* the code's future on its first poll ([`Lazy`]), so that a
-//!   manager whose `enter`/`exit` panics before returning its future is
-//!   caught like one whose future panics; it catches panics, enters the
-//!   `tracing` span, and — if dropped before the code finishes — opens the
-//!   scope's frame on the driver's cascade *before* the code is dropped, so
-//!   that scopes nested in it queue their exits as its children.
+//! * [`Step`] polls one piece of user code (an enter, the block, an exit),
+//!   made on its first poll ([`Lazy`]), so that a manager whose
+//!   `enter`/`exit` panics before returning its future is caught like one
+//!   whose future panics; it catches panics and — if dropped before the
+//!   code finishes — opens the scope's frame on the driver's cascade
+//!   *before* the code is dropped, so that scopes nested in it queue their
+//!   exits as its children.
+//!
+//! The happy path pays no drop glue worth the name: a step drops its code
+//! in place when it finishes, and what only cancellation, deadlines or
+//! diagnostics need sits in a [`Rare`], whose drop is a flag check.
 //! * [`Bounded`] runs a `Step` under the scope's active deadline, if any,
 //!   and when the deadline fires drops it and runs what it queued.
 //! * [`Handover`] runs a boxed exit and, dropped early, hands the rest of it
 //!   to the driver.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -26,7 +31,6 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::driver::cascade::{self, Node};
-use crate::driver::diag::MaybeSpan;
 use crate::driver::{self, Job, JobKind};
 use crate::outcome::Payload;
 
@@ -62,58 +66,127 @@ impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
     }
 }
 
-pin_project! {
-    /// One piece of user code, polled with panics caught and its span entered.
-    pub(crate) struct Step<F> {
-        #[pin]
-        fut: F,
-        span: MaybeSpan,
-        // The scope's address, for the driver's cascade.
-        addr: usize,
-        done: bool,
+/// An optional value whose drop is out of line, and only when it holds
+/// something: the drop glue of the futures a scope awaits stays a flag
+/// check on the happy path, where these are empty.
+pub(crate) struct Rare<T>(ManuallyDrop<Option<T>>);
+
+impl<T> Rare<T> {
+    #[inline]
+    pub(crate) fn new(value: Option<T>) -> Self {
+        Rare(ManuallyDrop::new(value))
     }
 
-    impl<F> PinnedDrop for Step<F> {
-        fn drop(this: Pin<&mut Self>) {
-            // Runs before `fut` is dropped (fields drop after this).
-            if !this.done {
-                cascade::open(this.addr);
-            }
+    #[inline]
+    pub(crate) fn as_mut(&mut self) -> Option<&mut T> {
+        self.0.as_mut()
+    }
+
+    #[inline]
+    pub(crate) fn as_ref(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+
+    #[inline]
+    pub(crate) fn take(&mut self) -> Option<T> {
+        self.0.take()
+    }
+}
+
+impl<T> Drop for Rare<T> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_rare(&mut self.0);
         }
     }
 }
 
+#[cold]
+#[inline(never)]
+fn drop_rare<T>(value: &mut ManuallyDrop<Option<T>>) {
+    // SAFETY: called once, from `Rare::drop`; the value is not used again.
+    unsafe { ManuallyDrop::drop(value) };
+}
+
+/// One piece of user code, polled with panics caught.
+///
+/// The code is dropped in place as soon as it finishes (inline, where its
+/// state is known); dropped unfinished, the step first opens the scope's
+/// frame on the driver's cascade — on a cold path.
+pub(crate) struct Step<F> {
+    fut: ManuallyDrop<F>,
+    // The scope's address, for the driver's cascade.
+    addr: usize,
+    live: bool,
+}
+
 impl<F> Step<F> {
     #[inline]
-    pub(crate) fn new(fut: F, span: MaybeSpan, addr: usize) -> Self {
+    pub(crate) fn new(fut: F, addr: usize) -> Self {
         Step {
-            fut,
-            span,
+            fut: ManuallyDrop::new(fut),
             addr,
-            done: false,
+            live: true,
         }
     }
 
-    /// Drops the code without opening the cascade (the caller has).
-    fn disarm(self: Pin<&mut Self>) {
-        *self.project().done = true;
+    /// Drops the code now, without opening the cascade (the caller has).
+    fn drop_now(self: Pin<&mut Self>) {
+        // SAFETY: `fut` is dropped in place (never moved) and only once.
+        let this = unsafe { self.get_unchecked_mut() };
+        if std::mem::replace(&mut this.live, false) {
+            // SAFETY: as above.
+            unsafe { ManuallyDrop::drop(&mut this.fut) };
+        }
     }
+}
+
+impl<F> Drop for Step<F> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.live {
+            drop_unfinished(self);
+        }
+    }
+}
+
+/// A step dropped before its code finished: the scope is being dropped.
+#[cold]
+#[inline(never)]
+fn drop_unfinished<F>(step: &mut Step<F>) {
+    // Opens before the code (and scopes nested in it) is dropped.
+    cascade::open(step.addr);
+    step.live = false;
+    // SAFETY: the step is being dropped; `fut` was never moved out of it
+    // (it is pinned with the step) and is dropped once.
+    unsafe { ManuallyDrop::drop(&mut step.fut) };
 }
 
 impl<F: Future> Future for Step<F> {
     type Output = Result<F::Output, Payload>;
 
-    #[inline]
+    #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
+    #[allow(clippy::inline_always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _span = this.span.as_ref().map(|s| s.enter());
-        let fut = this.fut;
+        // SAFETY: `fut` is structurally pinned: never moved, dropped in
+        // place.
+        let this = unsafe { self.get_unchecked_mut() };
+        assert!(
+            this.live,
+            "async-contextlib: scope step polled after it finished"
+        );
+        // SAFETY: as above.
+        let fut = unsafe { Pin::new_unchecked(&mut *this.fut) };
         let out = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(out)) => Ok(out),
             Err(payload) => Err(payload),
         };
-        *this.done = true;
+        this.live = false;
+        // The code finished (or panicked): drop it here, inline.
+        // SAFETY: as above; `live` is now false, so it is not dropped again.
+        unsafe { ManuallyDrop::drop(&mut this.fut) };
         Poll::Ready(out)
     }
 }
@@ -137,9 +210,9 @@ pin_project! {
     /// A [`Step`] under the scope's active deadline (if any).
     pub(crate) struct Bounded<F> {
         #[pin]
-        step: Option<Step<F>>,
+        step: Step<F>,
         // Boxed: only scopes with a deadline pay for it.
-        deadline: Option<Pin<Box<Deadline>>>,
+        deadline: Rare<Pin<Box<Deadline>>>,
     }
 }
 
@@ -172,8 +245,8 @@ impl<F: Future> Bounded<F> {
     pub(crate) fn new(step: Step<F>, active: Option<Active>) -> Self {
         let addr = step.addr;
         Bounded {
-            step: Some(step),
-            deadline: active.map(|a| {
+            step,
+            deadline: Rare::new(active.map(|a| {
                 Box::pin(Deadline {
                     sleep: tokio::time::sleep_until(a.at),
                     owner: a.owner,
@@ -181,7 +254,7 @@ impl<F: Future> Bounded<F> {
                     cut: None,
                     fired: false,
                 })
-            }),
+            })),
         }
     }
 
@@ -190,45 +263,48 @@ impl<F: Future> Bounded<F> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Bound<F::Output>> {
-        let mut this = self.project();
-        if let Some(deadline) = this.deadline.as_mut() {
-            let deadline = deadline.as_mut().project();
-            if *deadline.fired {
-                if let Some(node) = deadline.cut.as_mut() {
-                    ready!(node.as_mut().poll(cx));
-                    *deadline.cut = None;
-                }
-                return Poll::Ready(Bound::Cut(*deadline.owner));
-            }
-        }
-        let mut step = this
-            .step
-            .as_mut()
-            .as_pin_mut()
-            .expect("async-contextlib: scope step polled after it finished");
-        // The code first: one that finishes as the deadline fires is untouched.
-        if let Poll::Ready(out) = step.as_mut().poll(cx) {
-            return Poll::Ready(Bound::Done(out));
-        }
+        let this = self.project();
         let Some(deadline) = this.deadline.as_mut() else {
-            return Poll::Pending;
+            // No deadline: the step alone.
+            return this.step.poll(cx).map(Bound::Done);
         };
-        let deadline = deadline.as_mut().project();
-        ready!(deadline.sleep.poll(cx));
-        // Cut: drop the code (its inner scopes queue their exits on the
-        // cascade) and finish those exits here, innermost first, before the
-        // managers of this scope exit. If this scope is itself dropped
-        // meanwhile, `Deadline`'s drop hands the rest to the driver.
-        let addr = step.addr;
-        step.disarm();
-        *deadline.fired = true;
-        *deadline.cut = cascade::drop_in_cascade(addr, || this.step.set(None));
+        poll_with_deadline(this.step, deadline, cx)
+    }
+}
+
+/// [`Bounded::poll_bounded`] under a deadline (out of line: only scopes
+/// with a `timeout`/`deadline` take it).
+#[inline(never)]
+fn poll_with_deadline<F: Future>(
+    mut step: Pin<&mut Step<F>>,
+    deadline: &mut Pin<Box<Deadline>>,
+    cx: &mut Context<'_>,
+) -> Poll<Bound<F::Output>> {
+    let deadline = deadline.as_mut().project();
+    if *deadline.fired {
         if let Some(node) = deadline.cut.as_mut() {
             ready!(node.as_mut().poll(cx));
             *deadline.cut = None;
         }
-        Poll::Ready(Bound::Cut(*deadline.owner))
+        return Poll::Ready(Bound::Cut(*deadline.owner));
     }
+    // The code first: one that finishes as the deadline fires is untouched.
+    if let Poll::Ready(out) = step.as_mut().poll(cx) {
+        return Poll::Ready(Bound::Done(out));
+    }
+    ready!(deadline.sleep.poll(cx));
+    // Cut: drop the code (its inner scopes queue their exits on the
+    // cascade) and finish those exits here, innermost first, before the
+    // managers of this scope exit. If this scope is itself dropped
+    // meanwhile, `Deadline`'s drop hands the rest to the driver.
+    let addr = step.addr;
+    *deadline.fired = true;
+    *deadline.cut = cascade::drop_in_cascade(addr, || step.as_mut().drop_now());
+    if let Some(node) = deadline.cut.as_mut() {
+        ready!(node.as_mut().poll(cx));
+        *deadline.cut = None;
+    }
+    Poll::Ready(Bound::Cut(*deadline.owner))
 }
 
 /// An owned manager's exit, boxed so that it can outlive its scope.
@@ -248,11 +324,10 @@ pub(crate) fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job
 /// A boxed owned exit (see `Scope::exit`): dropped before it finishes, it
 /// hands the rest of the exit to the driver.
 pub(crate) struct Handover<E> {
-    exit: Option<BoxedExit<E>>,
+    exit: Rare<BoxedExit<E>>,
     handoff: Handoff<E>,
     name: &'static str,
     addr: usize,
-    span: MaybeSpan,
 }
 
 impl<E> Handover<E> {
@@ -261,14 +336,12 @@ impl<E> Handover<E> {
         handoff: Handoff<E>,
         name: &'static str,
         addr: usize,
-        span: MaybeSpan,
     ) -> Self {
         Handover {
-            exit: Some(exit),
+            exit: Rare::new(Some(exit)),
             handoff,
             name,
             addr,
-            span,
         }
     }
 }
@@ -278,7 +351,6 @@ impl<E> Future for Handover<E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let _span = this.span.as_ref().map(|s| s.enter());
         let exit = this
             .exit
             .as_mut()
@@ -288,7 +360,7 @@ impl<E> Future for Handover<E> {
             Ok(Poll::Ready(result)) => Ok(result),
             Err(payload) => Err(payload),
         };
-        this.exit = None;
+        drop(this.exit.take());
         Poll::Ready(out)
     }
 }
