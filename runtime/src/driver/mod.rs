@@ -215,6 +215,10 @@ impl Drop for Running {
 /// or finishing in place on another thread — has finished, including ones
 /// handed over while it waits. Works on any executor.
 ///
+/// Called from inside work the driver holds (an exit running detached or
+/// finishing in place), it would wait for itself and for what is queued
+/// behind it: it returns at once instead and reports that as an error.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// async_contextlib::drain().await;
