@@ -186,6 +186,23 @@ pub async fn generated_scope_2(r: &mut Resource) -> u64 {
     with_scope!(generated(r) as v => { black_box(*v * 2) })
 }
 
+/// Calls `$m! { "name" => fn, ... }` with every variant, so that each
+/// bench lists them in one place.
+#[macro_export]
+macro_rules! for_each_variant {
+    ($m:ident) => {
+        $m! {
+            "bare" => bare,
+            "floor" => floor,
+            "trait" => trait_scope,
+            "trait_2" => trait_scope_2,
+            "generated" => generated_scope,
+            "generated_2" => generated_scope_2,
+            "nested_3" => nested_3,
+        }
+    };
+}
+
 /// Every variant, by name, as a loop over `n` scopes.
 pub fn run_variant(name: &str, n: u64) -> Option<u64> {
     let mut r = Resource::default();
@@ -201,15 +218,7 @@ pub fn run_variant(name: &str, n: u64) -> Option<u64> {
             }
         };
     }
-    each! {
-        "bare" => bare,
-        "floor" => floor,
-        "trait" => trait_scope,
-        "trait_2" => trait_scope_2,
-        "generated" => generated_scope,
-        "generated_2" => generated_scope_2,
-        "nested_3" => nested_3,
-    }
+    for_each_variant!(each);
     Some(r.exits)
 }
 
@@ -225,12 +234,6 @@ pub fn sizes() -> Vec<(&'static str, usize)> {
             })*
         };
     }
-    size! {
-        "bare" => bare,
-        "floor" => floor,
-        "trait" => trait_scope,
-        "generated" => generated_scope,
-        "nested_3" => nested_3,
-    }
+    for_each_variant!(size);
     out
 }
