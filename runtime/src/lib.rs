@@ -51,6 +51,30 @@ pub use managers::timeout::{
 };
 pub use outcome::{Failure, Outcome, Panic};
 
+/// Run-time diagnostics beyond the counters of [`stats()`], all off by
+/// default and costing one relaxed load per hook point while off:
+///
+/// * [`set_blocking_limit`](diagnostics::set_blocking_limit) — a warning
+///   when one poll of an enter or exit holds its thread too long (blocking
+///   work in async code);
+/// * [`track_scopes`](diagnostics::track_scopes) and
+///   [`scopes`](diagnostics::scopes) — the managers held in scopes right
+///   now, with phase and age; [`set_held_limit`](diagnostics::set_held_limit)
+///   — a warning for one held too long;
+/// * [`set_per_manager_stats`](diagnostics::set_per_manager_stats) and
+///   [`manager_stats`](diagnostics::manager_stats) — the counters broken
+///   down by manager name, with exit latency percentiles, for a metrics
+///   system;
+/// * the slow-exit warning ([`set_slow_exit_limit`]), on by default while
+///   a subscriber wants warnings.
+pub mod diagnostics {
+    pub use crate::driver::diag::{set_slow_exit_limit, slow_exit_limit};
+    pub use crate::driver::watch::{
+        Latency, ManagerStats, Phase, ScopeInfo, manager_stats, reset_manager_stats, scopes,
+        set_blocking_limit, set_held_limit, set_per_manager_stats, track_scopes,
+    };
+}
+
 /// The types `#[async_context_manager]` fns return.
 ///
 /// An `#[async_context_manager] async fn f(..) -> Result<&mut T, E>`

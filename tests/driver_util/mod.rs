@@ -220,6 +220,9 @@ impl Events {
     pub fn all(&self) -> Vec<Event> {
         self.0.lock().unwrap().clone()
     }
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
     pub fn find(&self, level: tracing::Level, needles: &[&str]) -> Option<Event> {
         self.all()
             .into_iter()
@@ -253,10 +256,18 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
 
 /// Captures the events emitted on this thread while the guard lives.
 pub fn capture() -> (tracing::subscriber::DefaultGuard, Events) {
+    let (subscriber, events) = capturing_subscriber();
+    (tracing::subscriber::set_default(subscriber), events)
+}
+
+/// A subscriber that records every event into the returned log.
+pub fn capturing_subscriber() -> (impl tracing::Subscriber + Send + Sync, Events) {
     use tracing_subscriber::layer::SubscriberExt as _;
     let events = Events::default();
-    let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
-    (tracing::subscriber::set_default(subscriber), events)
+    (
+        tracing_subscriber::registry().with(Capture(events.clone())),
+        events,
+    )
 }
 
 /// Serializes tests of one binary that assert on the process-global stats.

@@ -303,7 +303,7 @@ pub(crate) fn record<E>(
     let result = match ran {
         Ran::Done(result) => result,
         Ran::TimedOut => {
-            stats::abandoned();
+            stats::abandoned(name);
             diag::report_abandoned(
                 name,
                 if context == STACK_DROPPED {
@@ -324,16 +324,16 @@ pub(crate) fn record<E>(
             return;
         }
         Ran::ShuttingDown => {
-            stats::lost(true);
+            stats::lost(name, true);
             diag::report_lost(name, "in-place exit");
             return;
         }
     };
     if !matches!(result, Ok(Ok(()))) {
-        stats::exit_failed();
+        stats::exit_failed(name);
         diag::report_exit_error(name, context, &describe_exit_failure::<E>(result.err()));
     }
-    stats::exited();
+    stats::exited(name);
 }
 
 /// Text for an exit failure seen where the error's type is generic: a
@@ -361,6 +361,6 @@ pub(crate) fn record_callback<E: std::fmt::Display>(
         Ran::TimedOut => "it did not finish within the in-place limit".to_owned(),
         Ran::ShuttingDown => "its runtime shut down before it could finish".to_owned(),
     };
-    stats::exit_failed();
+    stats::exit_failed(name);
     diag::report_exit_error(name, "callback", &failure);
 }

@@ -8,7 +8,9 @@
 //!   order their exits run in;
 //! * `in_place.rs` — finishing borrowed work before a drop returns, bounded;
 //! * `ticket.rs` — what is held now, by name;
-//! * `stats.rs`, `diag.rs` — the counters and the `tracing` reports.
+//! * `stats.rs`, `diag.rs` — the counters and the `tracing` reports;
+//! * `watch.rs` — the opt-in hooks: blocking polls, held scopes, counters
+//!   per manager.
 //!
 //! Rust drops a cancelled future synchronously, so an exit that still has to
 //! await goes one of two ways (SPEC §5):
@@ -29,6 +31,7 @@ pub(crate) mod diag;
 pub(crate) mod in_place;
 pub(crate) mod stats;
 pub(crate) mod ticket;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -71,7 +74,7 @@ impl Job {
                 // Move the whole ticket in, so that it lives (and counts) as
                 // long as this future.
                 let mut ticket = ticket;
-                let started = diag::Clock::start();
+                let started = diag::Clock::start_counted();
                 let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
                 let result = std::future::poll_fn(|cx| {
                     let _running = Running::enter();
@@ -98,9 +101,9 @@ impl Job {
                 }
                 if kind == JobKind::Exit {
                     if failed {
-                        stats::exit_failed();
+                        stats::exit_failed(name);
                     }
-                    stats::exited();
+                    stats::exited(name);
                     started.check(name, "cancelled");
                 }
             }),

@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::watch::{self, Event};
+
 /// One thread's hot counters. Only the owning thread writes them.
 #[derive(Default)]
 struct Local {
@@ -147,22 +149,47 @@ pub fn stats() -> Stats {
 /// never entered managers); kept apart so `active` stays exact.
 static LOST_EXITS: AtomicU64 = AtomicU64::new(0);
 
+/// Counts an entered manager (and, if on, under its name).
+pub(crate) fn entered(name: &'static str) {
+    count_entered();
+    if watch::per_manager() {
+        watch::count(name, Event::Entered);
+    }
+}
+
+/// Counts an exited manager (and, if on, under its name).
+pub(crate) fn exited(name: &'static str) {
+    count_exited();
+    if watch::per_manager() {
+        watch::count(name, Event::Exited);
+    }
+}
+
+/// [`entered`] for the scope's happy path, which checks its hooks itself
+/// (once per manager, see `watch::Hooks`).
 #[inline]
-pub(crate) fn entered() {
+pub(crate) fn count_entered() {
     bump(|l| &l.entered, &LATE_ENTERED);
 }
 
+/// [`exited`] for the scope's happy path.
 #[inline]
-pub(crate) fn exited() {
+pub(crate) fn count_exited() {
     bump(|l| &l.exited, &LATE_EXITED);
 }
 
-pub(crate) fn exit_failed() {
+pub(crate) fn exit_failed(name: &'static str) {
     EXIT_FAILURES.fetch_add(1, Relaxed);
+    if watch::per_manager() {
+        watch::count(name, Event::Failed);
+    }
 }
 
-pub(crate) fn abandoned() {
+pub(crate) fn abandoned(name: &'static str) {
     ABANDONED.fetch_add(1, Relaxed);
+    if watch::per_manager() {
+        watch::count(name, Event::Abandoned);
+    }
 }
 
 pub(crate) fn pending_add() {
@@ -174,9 +201,12 @@ pub(crate) fn pending_sub() {
 }
 
 /// `manager`: whether the lost work was a manager's exit (vs. a shielded future).
-pub(crate) fn lost(manager: bool) {
+pub(crate) fn lost(name: &'static str, manager: bool) {
     LOST.fetch_add(1, Relaxed);
     if manager {
         LOST_EXITS.fetch_add(1, Relaxed);
+        if watch::per_manager() {
+            watch::count(name, Event::Lost);
+        }
     }
 }

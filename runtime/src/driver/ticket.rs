@@ -86,7 +86,7 @@ impl Drop for Ticket {
         registry().remove(&self.id);
         if self.kind != Kind::InPlace {
             if !self.done {
-                stats::lost(matches!(self.kind, Kind::Exit | Kind::Blocking));
+                stats::lost(self.name, matches!(self.kind, Kind::Exit | Kind::Blocking));
                 diag::report_lost(self.name, self.kind.label());
             }
             stats::pending_sub();

@@ -119,7 +119,7 @@ fn cleanup<T, E, Ex>(shared: &Shared<T, Ex>, value: T, mut ticket: Ticket)
 where
     Ex: FnOnce(T, Outcome) -> Result<(), E>,
 {
-    stats::entered();
+    stats::entered(NAME);
     let exit = lock(&shared.exit).take();
     let result =
         exit.map(|exit| catch_unwind(AssertUnwindSafe(|| exit(value, Outcome::Cancelled))));
@@ -132,10 +132,10 @@ where
         )),
     };
     if let Some(failure) = failure {
-        stats::exit_failed();
+        stats::exit_failed(NAME);
         diag::report_exit_error(NAME, "after a cut enter", &failure);
     }
-    stats::exited();
+    stats::exited(NAME);
     ticket.done();
 }
 

@@ -279,6 +279,7 @@ impl<'a, K> Core<'a, K> {
         let lend = SendPtr(manager);
         Entering {
             core: self,
+            name,
             // Erased at once: the enter future's type (and with it the
             // witness of the future awaiting it) names neither the entry
             // nor its exit future, whose `Send` proof can need lifetimes
@@ -328,6 +329,7 @@ pin_project! {
     /// node; dropped or failed first, frees the node (nothing was entered).
     struct Entering<'s, 'a, K, L> {
         core: &'s Core<'a, K>,
+        name: &'static str,
         node: Option<Erased<'a, K>>,
         #[pin]
         enter: Option<L>,
@@ -363,7 +365,7 @@ where
         let node = this.node.take().expect("entered once");
         match result {
             Ok(value) => {
-                stats::entered();
+                stats::entered(this.name);
                 this.core.push(Owned(node.0));
                 Poll::Ready(Ok(value))
             }
@@ -413,8 +415,9 @@ struct Unwind<'s, 'a, K> {
     core: &'s mut Core<'a, K>,
     outcome: Outcome,
     caller_counts: bool,
-    error: Option<BoxError>,
-    panic: Option<Payload>,
+    /// The first failure, and the entry it came from.
+    error: Option<(&'static str, BoxError)>,
+    panic: Option<(&'static str, Payload)>,
 }
 
 impl<'a, K> Core<'a, K> {
@@ -439,9 +442,9 @@ impl<K> Unwind<'_, '_, K> {
             if self.outcome.is_success() {
                 self.outcome = Outcome::Failed(Failure::new(&*error));
             }
-            self.error = Some(error);
+            self.error = Some((name, error));
         } else {
-            stats::exit_failed();
+            stats::exit_failed(name);
             diag::report_exit_error(name, STACK, &error.to_string());
         }
     }
@@ -450,18 +453,19 @@ impl<K> Unwind<'_, '_, K> {
     fn panicked(&mut self, name: &'static str, payload: Payload) {
         if self.panic.is_none() {
             self.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
-            self.panic = Some(payload);
+            self.panic = Some((name, payload));
         } else {
-            stats::exit_failed();
+            stats::exit_failed(name);
             let panic = Panic::from_payload(&*payload);
             diag::report_exit_error(name, STACK, &format!("panicked: {}", panic.message()));
         }
     }
 
-    /// Counts the failure handed to the caller, unless the caller does.
-    fn settle(&self) {
+    /// Counts the failure (of entry `name`) handed to the caller, unless
+    /// the caller does.
+    fn settle(&self, name: &'static str) {
         if !self.caller_counts {
-            stats::exit_failed();
+            stats::exit_failed(name);
         }
     }
 }
@@ -479,7 +483,7 @@ impl<K> Future for Unwind<'_, '_, K> {
             let (name, manager) = (entry.name(), entry.is_manager());
             this.core.pop().expect("the top").free();
             if manager {
-                stats::exited();
+                stats::exited(name);
             }
             match exited {
                 Ok(Ok(())) => {}
@@ -487,19 +491,21 @@ impl<K> Future for Unwind<'_, '_, K> {
                 Err(payload) => this.panicked(name, payload),
             }
         }
-        if let Some(payload) = this.panic.take() {
-            if let Some(error) = this.error.take() {
-                stats::exit_failed();
-                diag::report_exit_error(STACK_NAME, STACK, &error.to_string());
+        if let Some((name, payload)) = this.panic.take() {
+            if let Some((first, error)) = this.error.take() {
+                stats::exit_failed(first);
+                diag::report_exit_error(first, STACK, &error.to_string());
             }
-            this.settle();
+            this.settle(name);
             resume_unwind(payload);
         }
-        let error = this.error.take();
-        if error.is_some() {
-            this.settle();
-        }
-        Poll::Ready(error.map_or(Ok(()), Err))
+        Poll::Ready(match this.error.take() {
+            Some((name, error)) => {
+                this.settle(name);
+                Err(error)
+            }
+            None => Ok(()),
+        })
     }
 }
 
@@ -508,23 +514,21 @@ impl<K> Drop for Unwind<'_, '_, K> {
     /// reach no one, so it is reported and counted here. The entries left
     /// exit when the stack is dropped.
     fn drop(&mut self) {
-        if let Some(error) = self.error.take() {
-            stats::exit_failed();
-            diag::report_exit_error(STACK_NAME, "exit stack, cancelled", &error.to_string());
+        if let Some((name, error)) = self.error.take() {
+            stats::exit_failed(name);
+            diag::report_exit_error(name, "exit stack, cancelled", &error.to_string());
         }
-        if let Some(payload) = self.panic.take() {
-            stats::exit_failed();
+        if let Some((name, payload)) = self.panic.take() {
+            stats::exit_failed(name);
             let panic = Panic::from_payload(&*payload);
             diag::report_exit_error(
-                STACK_NAME,
+                name,
                 "exit stack, cancelled",
                 &format!("panicked: {}", panic.message()),
             );
         }
     }
 }
-
-const STACK_NAME: &str = "async_contextlib::ExitStack";
 
 impl<K> Drop for Core<'_, K> {
     /// Dropped with entries left (its scope cancelled, or never closed):

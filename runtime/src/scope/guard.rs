@@ -11,8 +11,8 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 
 use super::step::{Active, Boxed, handoff};
-use crate::driver::in_place;
-use crate::driver::{self, Job, JobKind};
+use crate::driver::watch::Watched;
+use crate::driver::{self, Job, JobKind, in_place};
 use crate::{AsyncContextManager, Outcome, OwnedManager};
 
 /// How a guard finishes its manager's exit when the scope is dropped.
@@ -109,6 +109,8 @@ pub(crate) struct Meta<E> {
     /// The scope's active deadline before this manager's was pushed.
     pub(crate) prev_active: Option<Active>,
     pub(crate) has_deadline: bool,
+    /// The opt-in diagnostics on for it (see `driver/watch.rs`).
+    pub(crate) watched: Watched,
 }
 
 impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
@@ -124,6 +126,7 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
                 deadline_error: None,
                 prev_active: None,
                 has_deadline: false,
+                watched: Watched::default(),
             },
             detach,
         }
@@ -154,19 +157,23 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
 
 impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
     fn drop(&mut self) {
+        // Not entered, or exited: nothing to do (a tracked manager's
+        // registry entry ended with its enter or exit).
+        if !matches!(self.meta.state, State::Entered | State::Exiting) {
+            return;
+        }
+        if self.meta.watched.hooks.any() {
+            self.meta.watched.end();
+        }
         if M::__DROP_CANCELS {
             // Its own drop (right after this) finishes what it entered;
             // that is its exit.
-            if matches!(self.meta.state, State::Entered | State::Exiting) {
-                crate::driver::stats::exited();
-            }
+            crate::driver::stats::exited(self.meta.name);
             return;
         }
         let resumable = M::__RESUMABLE_EXIT && D::DETACHABLE;
-        match self.meta.state {
-            State::Entered => {}
-            State::Exiting if resumable => {}
-            _ => return,
+        if self.meta.state == State::Exiting && !resumable {
+            return;
         }
         self.meta.state = State::Done;
         let Some(manager) = self.manager.take() else {

@@ -35,6 +35,7 @@ use pin_project_lite::pin_project;
 use self::guard::{Detach, Guard, Meta, State};
 use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step};
 use crate::driver::diag::{self, Clock};
+use crate::driver::watch::{self, Hooks, Phase};
 use crate::driver::{cascade, in_place, stats};
 use crate::outcome::Payload;
 use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic};
@@ -191,6 +192,10 @@ impl<R> Scope<R> {
             ),
         };
         meta.name = name;
+        let hooks = Hooks::now();
+        if hooks.any() {
+            meta.watched.start(hooks, name);
+        }
         Enter {
             scope: self,
             meta,
@@ -281,6 +286,11 @@ impl<R> Scope<R> {
         }
         let addr = self.addr();
         let label = outcome.label();
+        let clock = if guard.meta.watched.hooks.any() {
+            guard.meta.watched.exiting()
+        } else {
+            Clock::start()
+        };
         let span = Rare::new(diag::span!("exit", manager = name, outcome = label));
         // An owned manager whose exit can be neither resumed by the driver
         // (hand-written) nor finished in place with its runtime still
@@ -298,7 +308,7 @@ impl<R> Scope<R> {
                 meta: &mut guard.meta,
                 depth,
                 name,
-                clock: Clock::start(),
+                clock,
                 label,
                 span,
                 resumable: false,
@@ -315,7 +325,7 @@ impl<R> Scope<R> {
                 meta,
                 depth,
                 name,
-                clock: Clock::start(),
+                clock,
                 label,
                 span,
                 // Not finished in place if dropped mid-exit: the driver
@@ -348,7 +358,7 @@ impl<R> Scope<R> {
     /// Records a manager's error: the scope's result if it had none, else
     /// reported and counted.
     fn exit_failed(&mut self, failure: Failure, result: R, name: &'static str) {
-        stats::exit_failed();
+        stats::exit_failed(name);
         if self.outcome.is_success() && self.cut.is_none() {
             *self.outcome = Outcome::Failed(failure);
             *self.result = Some(result);
@@ -412,6 +422,9 @@ where
         let scope = &mut **this.scope;
         let _span = this.span.as_ref().map(|s| s.enter());
         let bound = match this.bounded.as_pin_mut() {
+            Some(bounded) if this.meta.watched.hooks.blocking() => {
+                ready!(watch::timed(this.meta.name, Phase::Entering, || bounded.poll_bounded(cx)))
+            }
             Some(bounded) => ready!(bounded.poll_bounded(cx)),
             None => Bound::Done(Err(this
                 .early
@@ -420,7 +433,10 @@ where
         };
         match bound {
             Bound::Done(Ok(Ok(value))) => {
-                stats::entered();
+                stats::count_entered();
+                if this.meta.watched.hooks.any() {
+                    this.meta.watched.entered(this.meta.name);
+                }
                 scope.depth += 1;
                 this.meta.state = State::Entered;
                 if let Some(deadline) = this.deadline.take() {
@@ -437,6 +453,9 @@ where
                 Poll::Ready(Some(value))
             }
             Bound::Done(Ok(Err(error))) => {
+                if this.meta.watched.hooks.any() {
+                    this.meta.watched.end();
+                }
                 let convert = this.convert.take().expect("enter finished twice");
                 let (failure, result) = convert(error);
                 *scope.outcome = Outcome::Failed(failure);
@@ -444,12 +463,18 @@ where
                 Poll::Ready(None)
             }
             Bound::Done(Err(payload)) => {
+                if this.meta.watched.hooks.any() {
+                    this.meta.watched.end();
+                }
                 // A panicking enter counts as a failure of the manager.
-                stats::exit_failed();
+                stats::exit_failed(this.meta.name);
                 scope.panicked(payload, this.meta.name);
                 Poll::Ready(None)
             }
             Bound::Cut(owner) => {
+                if this.meta.watched.hooks.any() {
+                    this.meta.watched.end();
+                }
                 scope.cut(owner);
                 Poll::Ready(None)
             }
@@ -551,6 +576,18 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
     );
 }
 
+#[inline]
+fn poll_step<E, X: Future<Output = Result<(), E>>>(
+    step: ExitStepProj<'_, E, X>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Result<(), E>, Payload>> {
+    match step {
+        ExitStepProj::Plain { step } => step.poll(cx),
+        ExitStepProj::Boxed { handover } => Pin::new(handover).poll(cx),
+        ExitStepProj::Skip => unreachable!("a skipped exit is not polled"),
+    }
+}
+
 /// How an exit ended (its result or panic), its depth and its manager's name.
 type Exited<E> = (Result<Result<(), E>, Payload>, u32, &'static str);
 
@@ -560,13 +597,19 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
     fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
         let this = self.project();
         let _span = this.span.as_ref().map(|s| s.enter());
-        let result = match this.step.project() {
-            ExitStepProj::Plain { step } => ready!(step.poll(cx)),
-            ExitStepProj::Boxed { handover } => ready!(Pin::new(handover).poll(cx)),
-            ExitStepProj::Skip => unreachable!("a skipped exit is not polled"),
+        let step = this.step.project();
+        let result = if this.meta.watched.hooks.blocking() {
+            ready!(watch::timed(this.name, Phase::Exiting, || poll_step(
+                step, cx
+            )))
+        } else {
+            ready!(poll_step(step, cx))
         };
         this.meta.state = State::Done;
-        stats::exited();
+        stats::count_exited();
+        if this.meta.watched.hooks.any() {
+            this.meta.watched.exited(this.name);
+        }
         this.clock.check(this.name, this.label);
         Poll::Ready((result, *this.depth, this.name))
     }
@@ -607,7 +650,7 @@ where
                 scope.exit_failed(failure, result, name);
             }
             Err(payload) => {
-                stats::exit_failed();
+                stats::exit_failed(name);
                 scope.panicked(payload, name);
             }
         }
