@@ -201,3 +201,8 @@ pub mod __private {
     pub use async_contextlib_macros::with_scope_inner;
     pub use async_contextlib_runtime::__private::*;
 }
+
+/// The README's worked example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

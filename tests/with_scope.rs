@@ -772,3 +772,53 @@ async fn nested_scopes_unwind_inside_out() {
         ]
     );
 }
+
+/// An error enum with `Debug` only — the common shape of application
+/// errors — given as the type of the `let` (issue 12): the block's error
+/// type is not known where the scope classifies the block's value.
+#[derive(Debug)]
+enum DebugOnly {
+    Io(#[allow(dead_code, reason = "read through Debug")] io::Error),
+}
+
+impl From<io::Error> for DebugOnly {
+    fn from(e: io::Error) -> Self {
+        DebugOnly::Io(e)
+    }
+}
+
+#[tokio::test]
+async fn a_debug_only_block_error_typed_on_the_let_compiles_and_is_described() {
+    let recorder = async_contextlib::testing::Recorder::new("debug-only");
+    let r: Result<u32, DebugOnly> = with_scope!(recorder.manager() => {
+        let n: u32 = "x".parse().map_err(|_| io::Error::other("not a number"))?;
+        Ok(n)
+    });
+    assert!(matches!(r, Err(DebugOnly::Io(_))));
+    match &recorder.outcomes()[..] {
+        [Outcome::Failed(f)] => {
+            assert!(f.message().contains("not a number"), "{}", f.message());
+            assert!(f.is::<DebugOnly>());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The type the context expects reaches the scope before its block is
+/// checked (so that the error type above is known in time); the block's
+/// value still coerces to it, as it would without the macro.
+#[tokio::test]
+async fn the_blocks_value_coerces_to_the_type_the_context_expects() {
+    let b: Box<dyn fmt::Debug> = with_scope!(nullcontext(1) as n => { Box::new(n) });
+    assert_eq!(format!("{b:?}"), "1");
+    let s = String::from("text");
+    let r: &str = with_scope!(nullcontext(()) => { &s });
+    assert_eq!(r, "text");
+    let n: u32 = with_scope!(nullcontext(()) => { if r.is_empty() { panic!("empty") } else { 5 } });
+    assert_eq!(n, 5);
+    let e: Result<(), Box<dyn std::error::Error>> = with_scope!(nullcontext(()) => {
+        Err(io::Error::other("boxed"))?;
+        Ok(())
+    });
+    assert_eq!(e.unwrap_err().to_string(), "boxed");
+}

@@ -290,9 +290,15 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
     let classify = quote_spanned! {block.span()=>
         (&&&&#krate::__private::Classify(&#result)).__acm_outcome()
     };
+    // The block's value passes through `Witness::value`, an argument of
+    // the scope's type: a coercion site, so that a block of `Box<T>` (or
+    // `&String`) can still be a scope of `Box<dyn Trait>` (or `&str`) now
+    // that the context's type reaches the scope first.
+    let witness = Ident::new("__acm_w", Span::mixed_site());
     let mut inner = quote_spanned! {block.span()=>
+        let #witness = #scope.witness();
         #scope.body(
-            async { #(#moves)* #block_tokens },
+            async { #(#moves)* #witness.value({ #block_tokens }) },
             |#result| { let #outcome = #classify; (#result, #outcome) },
         ).await;
     };
@@ -308,8 +314,14 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
                 PickDetach as _, PickInPlace as _, RaiseFrom as _, RaiseNever as _,
             };
             let mut #scope = #krate::__private::Scope::new();
-            #inner
-            #scope.finish()
+            // Never taken: gives the scope the type its context expects
+            // before the block's value is classified (`Scope::expected`).
+            if false {
+                #scope.expected()
+            } else {
+                #inner
+                #scope.finish()
+            }
         }
     }
 }

@@ -216,8 +216,10 @@ impl<R> Scope<R> {
         classify: K,
     ) -> impl Future<Output = ()> + use<'_, R, B, K>
     where
-        B: Future,
-        K: FnOnce(B::Output) -> (R, Outcome),
+        // The block's value is the scope's: so that, with `R` known from
+        // the context (see `expected`), `classify` sees a known type.
+        B: Future<Output = R>,
+        K: FnOnce(R) -> (R, Outcome),
     {
         let addr = self.addr();
         let active = self.active;
@@ -368,6 +370,24 @@ impl<R> Scope<R> {
         }
     }
 
+    /// Never called: `with_scope!` names it in a branch never taken, so
+    /// that the type the context expects of the scope (a `let` with a
+    /// type, the fn it returns from) becomes `R` before the block's value
+    /// is classified: an error type known only from there (a `Debug`-only
+    /// enum) is then known where `Display` or `Debug` is chosen.
+    #[doc(hidden)]
+    #[inline]
+    pub fn expected(&self) -> R {
+        unreachable!("async-contextlib: Scope::expected is never called")
+    }
+
+    /// A witness of `R`, for the block to coerce its value through.
+    #[doc(hidden)]
+    #[inline]
+    pub fn witness(&self) -> Witness<R> {
+        Witness(std::marker::PhantomData)
+    }
+
     /// The scope's value, or the resumed panic.
     #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
     #[allow(clippy::inline_always)]
@@ -392,6 +412,28 @@ impl<R> Scope<R> {
     fn cut(&mut self, owner: u32) {
         self.cut = Some(owner);
         *self.outcome = Outcome::Cancelled;
+    }
+}
+
+/// The scope's value type, carried into its block (see `Scope::witness`).
+#[doc(hidden)]
+#[allow(missing_debug_implementations, reason = "hidden; a zero-sized marker")]
+pub struct Witness<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Clone for Witness<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Witness<R> {}
+
+impl<R> Witness<R> {
+    /// The block's value, coerced to the scope's type.
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "an identity")]
+    pub fn value(self, value: R) -> R {
+        value
     }
 }
 
