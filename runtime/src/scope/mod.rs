@@ -432,6 +432,7 @@ impl<R> Witness<R> {
     /// The block's value, coerced to the scope's type.
     #[inline(always)]
     #[allow(clippy::inline_always, reason = "an identity")]
+    #[allow(clippy::unused_self, reason = "`self` carries the type `R`")]
     pub fn value(self, value: R) -> R {
         value
     }
