@@ -298,7 +298,13 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
     let mut inner = quote_spanned! {block.span()=>
         let #witness = #scope.witness();
         #scope.body(
-            async { #(#moves)* #witness.value({ #block_tokens }) },
+            async {
+                #(#moves)*
+                // A block that diverges (panics) makes this call unreachable.
+                #[allow(unreachable_code, clippy::diverging_sub_expression)]
+                let #result = #witness.value({ #block_tokens });
+                #result
+            },
             |#result| { let #outcome = #classify; (#result, #outcome) },
         ).await;
     };
