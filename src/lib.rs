@@ -118,7 +118,8 @@ pub use async_contextlib_runtime::*;
 /// with_scope!(MANAGER [as PATTERN], ... => { BLOCK })
 /// ```
 ///
-/// `PATTERN` is `name`, `mut name` or `_`; without `as` the value is held,
+/// `PATTERN` is any irrefutable pattern, as after `let`: `name`, `mut name`,
+/// `_`, `(conn, tx)`, `Pair { a, mut b }`; without `as` the value is held,
 /// unnamed, until the block ends. Managers are entered left to right — a
 /// later one may use an earlier binding — and exited right to left, each
 /// exactly once. The macro is used inside async code: it awaits, and
@@ -139,9 +140,11 @@ pub use async_contextlib_runtime::*;
 ///   entered manager exits once with [`Outcome::Cancelled`], innermost
 ///   first (see [`AsyncContextManager`] and [`OwnedManager`]).
 /// * **Types.** The block is an `async` block: as with `?` in any async
-///   block, its error type must be known inside it. Write
-///   `Ok::<_, AppError>(..)` when nothing else in the block fixes it (an
-///   annotation on the variable the scope is assigned to comes too late).
+///   block, its error type must be known inside it. The type the context
+///   expects reaches it first, so `let r: Result<_, AppError> =
+///   with_scope!(..)` (or the enclosing fn's return type, for a scope in
+///   tail position) is enough; `AppError` needs only `Debug`. Write
+///   `Ok::<_, AppError>(..)` in the block when the context states nothing.
 /// * **Ownership.** The block owns the bindings it names (they are moved
 ///   into it), so a scope lending `&mut T` is `Send` when `T: Send`, even
 ///   for `!Sync` types. Bindings the block does not name stay outside it,

@@ -15,7 +15,9 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use async_contextlib::{AsyncContextManager, Failure, Outcome, Panic, nullcontext, with_scope};
+use async_contextlib::{
+    AsyncContextManager, Failure, NullContext, Outcome, Panic, nullcontext, with_scope,
+};
 use futures::FutureExt;
 
 // ---------------------------------------------------------------- helpers
@@ -318,6 +320,62 @@ async fn as_mut_binds_mutably() {
         Ok(n)
     });
     assert_eq!(out.unwrap(), 42);
+}
+
+#[derive(Debug)]
+struct Pair {
+    a: u32,
+    b: String,
+}
+
+trait Make {
+    fn make() -> NullContext<(u32, u32)>;
+}
+
+struct Maker;
+
+impl Make for Maker {
+    fn make() -> NullContext<(u32, u32)> {
+        nullcontext((3, 4))
+    }
+}
+
+#[tokio::test]
+async fn as_takes_any_irrefutable_pattern() {
+    let sum = with_scope!(nullcontext((1, 2)) as (a, b) => { a + b });
+    assert_eq!(sum, 3);
+
+    let pair = Pair {
+        a: 5,
+        b: "five".into(),
+    };
+    let text = with_scope!(nullcontext(pair) as Pair { a, b: mut name } => {
+        name.push('!');
+        format!("{a} {name}")
+    });
+    assert_eq!(text, "5 five!");
+
+    let (a, b) = with_scope!(nullcontext(((1, 2), [3, 4])) as ((x, _), [_, y]) => { (x, y) });
+    assert_eq!((a, b), (1, 4));
+
+    static SEVEN: u32 = 7;
+    let copied = with_scope!(nullcontext(&SEVEN) as &n => { n * 2 });
+    assert_eq!(copied, 14);
+}
+
+#[tokio::test]
+async fn names_bound_by_a_pattern_reach_later_managers_and_the_block() {
+    let log = Log::default();
+    let out: Result<u32, MgrError> = with_scope!(
+        nullcontext((10, 20)) as (a, mut b),
+        Rec::new("r", &log).value(a + 1) as r,
+        <Maker as Make>::make() as (c, d) => {
+            b += 1;
+            Ok(a + b + r + c + d)
+        }
+    );
+    assert_eq!(out.unwrap(), 10 + 21 + 11 + 3 + 4);
+    assert_eq!(log.take(), ["enter r", "exit r success"]);
 }
 
 #[tokio::test]

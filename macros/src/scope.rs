@@ -6,9 +6,10 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, Token};
+use syn::{Expr, Pat, Token};
 
 const SYNTAX: &str = "with_scope!(manager as name, ... => { block })";
+const BINDING: &str = "a name, `mut name`, `_` or a pattern such as `(a, b)`";
 
 /// What a manager's value is bound to.
 enum Binding {
@@ -18,6 +19,12 @@ enum Binding {
     Wild,
     /// `as name` / `as mut name`.
     Name { mutable: bool, ident: Ident },
+    /// Any other irrefutable pattern: `as (conn, tx)`, `as Pair { a, b }`.
+    /// `names` are the bindings it introduces, with their `mut`.
+    Pattern {
+        pat: Box<Pat>,
+        names: Vec<(Ident, bool)>,
+    },
 }
 
 struct Manager {
@@ -96,8 +103,8 @@ fn find_arrow(tokens: &[TokenTree]) -> Option<usize> {
 }
 
 /// Splits `M1 as a, M2, M3 as mut c` into managers. A top-level `as`
-/// followed by `_`, `name` or `mut name` and then `,` or the end is a
-/// binding; any other `as` (e.g. in `<T as Trait>::new()`) is part of the
+/// followed by `_`, `name`, `mut name` or another pattern and then `,` or
+/// the end is a binding; any other `as` (e.g. in `<T as Trait>::new()`) is part of the
 /// expression. The expressions between bindings are parsed by syn, so
 /// commas inside generics (`Pool::<A, B>::new()`) are handled.
 fn parse_managers(tokens: &[TokenTree], arrow: Span) -> syn::Result<Vec<Manager>> {
@@ -204,19 +211,66 @@ fn binding_after(tokens: &[TokenTree], as_span: Span) -> Option<syn::Result<(Bin
         }),
         [] => Some(Err(syn::Error::new(
             as_span,
-            format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
+            format!("expected a binding after `as`: {BINDING}: {SYNTAX}"),
         ))),
         [first, ..] if is_end(Some(first)) => Some(Err(syn::Error::new(
             first.span(),
-            format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
+            format!("expected a binding after `as`: {BINDING}: {SYNTAX}"),
         ))),
         [TokenTree::Literal(lit), ..] | [TokenTree::Punct(_), TokenTree::Literal(lit), ..] => {
             Some(Err(syn::Error::new(
                 lit.span(),
-                format!("expected a binding after `as`: a name, `mut name` or `_`: {SYNTAX}"),
+                format!("expected a binding after `as`: {BINDING}: {SYNTAX}"),
             )))
         }
-        _ => None,
+        _ => pattern_after(tokens),
+    }
+}
+
+/// `as PATTERN` up to the next `,` or the end, if those tokens are a
+/// pattern; otherwise this `as` is a cast or a qualified path inside the
+/// expression (`<T as Trait>::new()`), and `None`.
+fn pattern_after(tokens: &[TokenTree]) -> Option<syn::Result<(Binding, usize)>> {
+    let used = tokens
+        .iter()
+        .position(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == ','))
+        .unwrap_or(tokens.len());
+    let stream: TokenStream = tokens[..used].iter().cloned().collect();
+    let pat = Pat::parse_single.parse2(stream).ok()?;
+    let mut names = Vec::new();
+    bound_names(&pat, &mut names);
+    Some(Ok((
+        Binding::Pattern {
+            pat: Box::new(pat),
+            names,
+        },
+        used,
+    )))
+}
+
+/// The names a pattern binds, with whether each is `mut`.
+fn bound_names(pat: &Pat, names: &mut Vec<(Ident, bool)>) {
+    match pat {
+        Pat::Ident(p) => {
+            names.push((p.ident.clone(), p.mutability.is_some()));
+            if let Some((_, sub)) = &p.subpat {
+                bound_names(sub, names);
+            }
+        }
+        Pat::Tuple(p) => p.elems.iter().for_each(|e| bound_names(e, names)),
+        Pat::TupleStruct(p) => p.elems.iter().for_each(|e| bound_names(e, names)),
+        Pat::Struct(p) => p.fields.iter().for_each(|f| bound_names(&f.pat, names)),
+        Pat::Slice(p) => p.elems.iter().for_each(|e| bound_names(e, names)),
+        Pat::Reference(p) => bound_names(&p.pat, names),
+        Pat::Paren(p) => bound_names(&p.pat, names),
+        Pat::Type(p) => bound_names(&p.pat, names),
+        // Every branch of an or-pattern binds the same names.
+        Pat::Or(p) => {
+            if let Some(first) = p.cases.first() {
+                bound_names(first, names);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -277,13 +331,18 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
     let krate = &input.krate;
     let scope = Ident::new("__acm_scope", Span::mixed_site());
     let block_tokens = input.block.stream();
-    let moves = input.managers.iter().filter_map(|m| match &m.binding {
-        Binding::Name { mutable, ident } if mentions(&block_tokens, ident) => {
-            let mutability = mutable.then(|| quote!(mut));
-            Some(quote!(#[allow(unused_mut)] let #mutability #ident = #ident;))
-        }
-        _ => None,
+    let names = input.managers.iter().flat_map(|m| match &m.binding {
+        Binding::Name { mutable, ident } => vec![(ident.clone(), *mutable)],
+        Binding::Pattern { names, .. } => names.clone(),
+        Binding::None | Binding::Wild => Vec::new(),
     });
+    let moves: Vec<_> = names
+        .filter(|(ident, _)| mentions(&block_tokens, ident))
+        .map(|(ident, mutable)| {
+            let mutability = mutable.then(|| quote!(mut));
+            quote!(#[allow(unused_mut)] let #mutability #ident = #ident;)
+        })
+        .collect();
     let block = &input.block;
     let result = Ident::new("__acm_r", Span::mixed_site());
     let outcome = Ident::new("__acm_o", Span::mixed_site());
@@ -352,6 +411,11 @@ fn expand_manager(
         Binding::Name { mutable, ident } => {
             let mutability = mutable.then(|| quote!(mut));
             quote!(#[allow(unused_mut)] let #mutability #ident = #value;)
+        }
+        // Spanned on the pattern: a refutable one is reported there, on
+        // the user's tokens.
+        Binding::Pattern { pat, .. } => {
+            quote_spanned!(pat.span()=> #[allow(unused_mut)] let #pat = #value;)
         }
         Binding::None | Binding::Wild => quote!(),
     };
