@@ -1,5 +1,9 @@
-//! A manager double for users' own tests: [`Recorder`] records every enter
-//! and exit, and the outcome each exit saw.
+//! Manager doubles for users' own tests: [`Recorder`] records every enter
+//! and exit, and the outcome each exit saw. [`Recorder::manager`] lends an
+//! id; [`Recorder::lending`] lends `&mut T` to a value the test chooses (a
+//! fake connection) and can be told to fail or panic at enter or exit
+//! ([`Fake`]), so a service's cleanup paths can be tested without a real
+//! resource.
 //!
 //! ```
 //! use async_contextlib::testing::{Event, Recorder};
@@ -18,6 +22,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{AsyncContextManager, Outcome, OwnedManager};
@@ -67,15 +72,57 @@ impl Recorder {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new manager recording into this recorder. It lends the block its id.
-    #[must_use]
-    pub fn manager(&self) -> Recording {
+    fn next_id(&self) -> usize {
         let mut record = self.record();
         let id = record.made;
         record.made += 1;
+        id
+    }
+
+    fn push(&self, event: Event) {
+        self.record().events.push(event);
+    }
+
+    /// A new manager recording into this recorder. It lends the block its id.
+    #[must_use]
+    pub fn manager(&self) -> Recording {
         Recording {
-            id,
+            id: self.next_id(),
             recorder: self.clone(),
+            panic_at: None,
+        }
+    }
+
+    /// A new manager recording into this recorder that lends the block
+    /// `&mut value`: the fake connection or session a service under test
+    /// is handed. Its error type is [`Injected`]; it fails or panics only
+    /// when told to ([`Fake::fail_enter`] and its siblings).
+    ///
+    /// ```
+    /// use async_contextlib::testing::{Injected, Recorder};
+    /// use async_contextlib::{with_scope, Outcome};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let recorder = Recorder::new("db");
+    /// let r: Result<usize, Injected> = with_scope!(recorder.lending(vec![1, 2]) as conn => {
+    ///     conn.push(3);
+    ///     Ok(conn.len())
+    /// });
+    /// assert_eq!(r.unwrap(), 3);
+    ///
+    /// // Told to fail at exit: the scope fails with the injected error.
+    /// let r: Result<(), Injected> = with_scope!(recorder.lending(()).fail_exit() => { Ok(()) });
+    /// assert_eq!(r.unwrap_err().to_string(), "db: injected exit failure");
+    /// assert!(matches!(recorder.outcomes()[..], [Outcome::Success, Outcome::Success]));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn lending<T>(&self, value: T) -> Fake<T> {
+        Fake {
+            id: self.next_id(),
+            recorder: self.clone(),
+            value,
+            fault: None,
         }
     }
 
@@ -109,11 +156,58 @@ impl Recorder {
     }
 }
 
-/// A manager made by [`Recorder::manager`].
+/// Where a double misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// In its enter, after recording it.
+    Enter,
+    /// In its exit, after recording it.
+    Exit,
+}
+
+impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Enter => "enter",
+            Stage::Exit => "exit",
+        }
+    }
+}
+
+/// What a double does at the [`Stage`] it was told to misbehave at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Fail(Stage),
+    Panic(Stage),
+}
+
+fn panic_injected(name: &str, stage: Stage) -> ! {
+    panic!("{name}: injected {} panic", stage.label())
+}
+
+/// A manager made by [`Recorder::manager`]. It lends the block its id.
 #[derive(Debug)]
 pub struct Recording {
     id: usize,
     recorder: Recorder,
+    panic_at: Option<Stage>,
+}
+
+impl Recording {
+    /// Panics in its enter (after recording it): what a manager whose
+    /// setup panics does to the scope around it.
+    #[must_use]
+    pub fn panic_enter(mut self) -> Recording {
+        self.panic_at = Some(Stage::Enter);
+        self
+    }
+
+    /// Panics in its exit (after recording it, with the outcome it saw).
+    #[must_use]
+    pub fn panic_exit(mut self) -> Recording {
+        self.panic_at = Some(Stage::Exit);
+        self
+    }
 }
 
 impl AsyncContextManager for Recording {
@@ -121,18 +215,21 @@ impl AsyncContextManager for Recording {
     type Error = Infallible;
 
     async fn enter(&mut self) -> Result<usize, Infallible> {
-        self.recorder
-            .record()
-            .events
-            .push(Event::Enter { id: self.id });
+        self.recorder.push(Event::Enter { id: self.id });
+        if self.panic_at == Some(Stage::Enter) {
+            panic_injected(self.recorder.name, Stage::Enter);
+        }
         Ok(self.id)
     }
 
     async fn exit(&mut self, outcome: Outcome) -> Result<(), Infallible> {
-        self.recorder.record().events.push(Event::Exit {
+        self.recorder.push(Event::Exit {
             id: self.id,
             outcome,
         });
+        if self.panic_at == Some(Stage::Exit) {
+            panic_injected(self.recorder.name, Stage::Exit);
+        }
         Ok(())
     }
 
@@ -144,3 +241,127 @@ impl AsyncContextManager for Recording {
 impl OwnedManager for Recording {}
 
 crate::send_manager!(Recording);
+
+/// A manager made by [`Recorder::lending`]: lends `&mut T`, records into its
+/// recorder, and fails or panics where it was told to.
+#[derive(Debug)]
+pub struct Fake<T> {
+    id: usize,
+    recorder: Recorder,
+    value: T,
+    fault: Option<Fault>,
+}
+
+impl<T> Fake<T> {
+    /// The lent value, as the block left it: enter `&mut fake` in the
+    /// scope to keep the fake and read it afterwards.
+    #[must_use]
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The lent value, taken back.
+    #[must_use]
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// Fails its enter with [`Injected`] (after recording it): the block
+    /// does not run, and no exit is recorded.
+    #[must_use]
+    pub fn fail_enter(self) -> Fake<T> {
+        self.with_fault(Fault::Fail(Stage::Enter))
+    }
+
+    /// Fails its exit with [`Injected`] (after recording it).
+    #[must_use]
+    pub fn fail_exit(self) -> Fake<T> {
+        self.with_fault(Fault::Fail(Stage::Exit))
+    }
+
+    /// Panics in its enter (after recording it).
+    #[must_use]
+    pub fn panic_enter(self) -> Fake<T> {
+        self.with_fault(Fault::Panic(Stage::Enter))
+    }
+
+    /// Panics in its exit (after recording it).
+    #[must_use]
+    pub fn panic_exit(self) -> Fake<T> {
+        self.with_fault(Fault::Panic(Stage::Exit))
+    }
+
+    fn with_fault(mut self, fault: Fault) -> Fake<T> {
+        self.fault = Some(fault);
+        self
+    }
+
+    fn misbehave(&self, stage: Stage) -> Result<(), Injected> {
+        match self.fault {
+            Some(Fault::Fail(at)) if at == stage => Err(Injected {
+                name: self.recorder.name,
+                stage,
+            }),
+            Some(Fault::Panic(at)) if at == stage => panic_injected(self.recorder.name, stage),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<T> AsyncContextManager for Fake<T> {
+    type Value<'a>
+        = &'a mut T
+    where
+        T: 'a;
+    type Error = Injected;
+
+    async fn enter(&mut self) -> Result<&mut T, Injected> {
+        self.recorder.push(Event::Enter { id: self.id });
+        self.misbehave(Stage::Enter)?;
+        Ok(&mut self.value)
+    }
+
+    async fn exit(&mut self, outcome: Outcome) -> Result<(), Injected> {
+        self.recorder.push(Event::Exit {
+            id: self.id,
+            outcome,
+        });
+        self.misbehave(Stage::Exit)
+    }
+
+    fn name(&self) -> &'static str {
+        self.recorder.name
+    }
+}
+
+impl<T: 'static> OwnedManager for Fake<T> {}
+
+impl<T: Send> crate::SendManager for Fake<T> {
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Injected> {
+        self.exit(outcome).await
+    }
+}
+
+/// The error a [`Fake`] told to fail returns: names the recorder and the
+/// stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Injected {
+    name: &'static str,
+    stage: Stage,
+}
+
+impl Injected {
+    /// Where it was injected.
+    #[must_use]
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+}
+
+impl fmt::Display for Injected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: injected {} failure", self.name, self.stage.label())
+    }
+}
+
+impl std::error::Error for Injected {}
