@@ -117,3 +117,33 @@ fn nested_hand_written_managers_allocate_nothing() {
     });
     assert_eq!(count, 0, "{count} allocations for {SCOPES} scopes");
 }
+
+#[test]
+fn a_boxed_manager_allocates_as_documented() {
+    fn owned(n: u64) -> async_contextlib::BoxManager<u64, Infallible> {
+        async_contextlib::box_manager!(Counter { n })
+    }
+    fn borrowing(c: &mut Counter) -> async_contextlib::BoxManagerRef<'_, u64, Infallible> {
+        async_contextlib::box_manager!(c)
+    }
+    run(async { with_scope!(owned(0) as n => { *n += 1 }) });
+    let count = allocations(|| {
+        for i in 0..SCOPES {
+            let v = run(async { with_scope!(owned(i) as n => { *n += 1; *n }) });
+            assert_eq!(v, i + 1);
+        }
+    });
+    // The manager, its enter future, its exit future, and the owned exit
+    // the scope boxes so that a cut exit can be handed to the driver.
+    assert_eq!(count, 4 * SCOPES, "{count} allocations for {SCOPES} scopes");
+
+    let count = allocations(|| {
+        for i in 0..SCOPES {
+            let mut counter = Counter { n: i };
+            let v = run(async { with_scope!(borrowing(&mut counter) as n => { *n += 1; *n }) });
+            assert_eq!(v, i + 1);
+        }
+    });
+    // A borrowing one's exit is never boxed by the scope.
+    assert_eq!(count, 3 * SCOPES, "{count} allocations for {SCOPES} scopes");
+}

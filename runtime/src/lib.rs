@@ -43,6 +43,7 @@ pub use driver::{
 };
 pub use manager::{AsyncContextManager, Deadline, OwnedManager, SendManager};
 pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcontext};
+pub use managers::boxed::{BoxFuture, BoxManager, BoxManagerRef};
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};
@@ -93,6 +94,7 @@ pub mod generated {
 pub mod __private {
     pub use crate::driver::Job;
     pub use crate::generator::{Co, YieldLend, YieldValue};
+    pub use crate::managers::boxed::FromParts;
     pub use crate::scope::Scope;
     pub use crate::scope::dispatch::{
         Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque, ClassifyOther, Describe,

@@ -3,6 +3,7 @@
 //! (`nullcontext`, `closing`, `from_sync`), and `ExitStack`.
 
 pub(crate) mod adapters;
+pub(crate) mod boxed;
 pub(crate) mod from_sync;
 pub(crate) mod shield;
 pub(crate) mod stack;
