@@ -58,6 +58,29 @@
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
 //!   and [`testing::Recorder`], a manager double for your own tests.
 //!
+//! # Coming from Python
+//!
+//! | Python | Here | What differs |
+//! |---|---|---|
+//! | `@contextlib.asynccontextmanager` | [`#[async_context_manager]`](macro@async_context_manager) with one [`yield_!`] | a second `yield_!`, or one in a loop or closure, is a compile error, not "generator didn't stop"; `yield_!(&mut local)` lends a borrow; the yield evaluates to the [`Outcome`] instead of re-raising inside the generator |
+//! | `async with m as x:` | [`with_scope!`]`(m as x => { .. })` | an expression: evaluates to the block; `as` takes any pattern (`as (a, b)`); `?`/`return` leave the block, not the fn |
+//! | `async with a as x, b(x) as y:` | `with_scope!(a as x, b(x) as y => ..)` | the same order; each exit exactly once, also when the task is cancelled |
+//! | `AbstractAsyncContextManager` (`__aenter__`/`__aexit__`) | [`AsyncContextManager`] (`enter`/`exit(Outcome)`) | exit gets an [`Outcome`] (`Success`, `Failed`, `Panicked`, `Cancelled`), not `(type, value, traceback)`; see below on swallowing |
+//! | `contextlib.AsyncContextDecorator` | [`#[scoped(m() as x)]`](macro@scoped) | — |
+//! | `contextlib.AsyncExitStack` (`enter_async_context`, `push_async_exit`, `push_async_callback`, `pop_all`, `aclose`) | [`ExitStack`] (`enter`, `push_exit`, `push_callback`, `pop_all`, `close`); [`LocalExitStack`] for `!Send` exits | a callback's exit cannot suppress; a stack dropped unclosed still exits everything, innermost first |
+//! | `contextlib.aclosing(thing)` | [`closing`]`(thing)` with [`AsyncClose`] | — |
+//! | `contextlib.nullcontext(v)` | [`nullcontext`]`(v)` | — |
+//! | `contextlib.suppress(E)` | none: match on the scope's `Result` | an exit cannot swallow an error (below) |
+//! | `asyncio.timeout(d)` / `timeout_at(t)` | [`timeout`]`(d)` / [`deadline`]`(t)` as the first manager | the scope fails with [`Elapsed`], converted into the block's error; inner managers exit with `Cancelled` |
+//! | `asyncio.wait_for(aw, d)` | `tokio::time::timeout(d, fut)`; [`enter_timeout`] for a slow acquisition | dropping the future is the cancellation; every scope inside it still exits |
+//! | `asyncio.shield(aw)` | [`shield`]`(fut)` (a `'static + Send` future) | dropped, it is finished by the exit driver; [`drain`] waits for it |
+//! | `task.cancel()` | `JoinHandle::abort()`, or dropping the future | no `CancelledError` to catch; the exits see [`Outcome::Cancelled`] |
+//! | trio `fail_after` / anyio `fail_after` | [`timeout`] | — |
+//! | a generator left suspended (`ag_running`) | [`diagnostics::scopes`], [`diagnostics::set_held_limit`] | opt-in; a snapshot and a warning, not a `ResourceWarning` at GC |
+//! | `loop.slow_callback_duration` | [`diagnostics::set_blocking_limit`], [`set_slow_exit_limit`] | per enter/exit poll, naming the manager |
+//! | a `Protocol` returning a context manager (dependency injection) | a trait method returning [`BoxManager`]`<T, E>` ([`box_manager!`]) | three or four allocations per scope (the box, the enter and exit futures; see its docs) |
+//! | `unittest.mock.AsyncMock` as a manager | [`testing::Recorder`] (`manager()`, `lending(fake)`, `fail_exit()`, `panic_enter()`, ...) | records the [`Outcome`] each exit saw |
+//!
 //! # What the attribute generates
 //!
 //! ```text
@@ -88,9 +111,13 @@
 //! # Exits cannot swallow failures
 //!
 //! Python's `__aexit__` may return `True` to swallow the exception. Rust
-//! has no value to put in place of a block that failed, so an exit sees the
-//! [`Outcome`] but cannot turn it into success: the caller matches on the
-//! error the scope returns. An exit may fail itself; if the block already
+//! has no value to put in place of a block that failed — the scope
+//! evaluates to the block's `Result<T, E>`, and a swallowed error would need
+//! a `T` that nobody produced — and Rust keeps error handling visible at the
+//! call site, so an exit sees the [`Outcome`] but cannot turn it into
+//! success: the caller matches on the error the scope returns. A panic
+//! resumes after every exit ran; `catch_unwind` is the explicit way to stop
+//! one. An exit may fail itself; if the block already
 //! failed, the block's error is returned and the exit's error is reported
 //! (an error-level `tracing` event naming the manager) and counted in
 //! [`stats`]`().exit_failures` — never silently lost.
