@@ -48,12 +48,16 @@ pub(crate) fn async_context_manager(
     if let Err(error) = valid::yields(&item, &rewriter.sites) {
         errors = Some(combine(errors, error));
     }
+    if let Err(error) = valid::tail(&item) {
+        errors = Some(combine(errors, error));
+    }
     if let Some(error) = errors {
         // Keep the fn's signature (callers type-check against it) with the
         // body rewritten as a stub that never runs (every `yield_!` a typed
         // placeholder), so one mistake gives one error.
         let mut stub = YieldRewriter::stub(krate.clone());
         manager.item.block.clone_from(&item.block);
+        valid::strip_ok_tail(&mut manager.item.block);
         stub.visit_block_mut(&mut manager.item.block);
         let mut out = error.into_compile_error();
         out.extend(expand(&manager, &krate, &co, &uses, true));

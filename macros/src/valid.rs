@@ -1,6 +1,6 @@
 //! Checks that run before any code is generated.
 
-use syn::ItemFn;
+use syn::{Block, Expr, ItemFn, Stmt};
 
 use crate::error::format_err;
 use crate::yields::{Context, Site};
@@ -90,4 +90,37 @@ fn misplaced(context: &Context) -> Option<String> {
             .into(),
         Context::NotExpr => "used as a pattern, type or item: it is an expression".into(),
     })
+}
+
+/// The fn's trailing `Ok(..)`, if it has one: the attribute supplies the
+/// fn's `Ok(())` itself, so the user's would be a type error about `()`.
+fn ok_tail(block: &Block) -> Option<&Expr> {
+    let Some(Stmt::Expr(expr, None)) = block.stmts.last() else {
+        return None;
+    };
+    let Expr::Call(call) = expr else { return None };
+    let Expr::Path(path) = &*call.func else {
+        return None;
+    };
+    path.path.is_ident("Ok").then_some(expr)
+}
+
+/// No trailing `Ok(..)`: the body's cleanup code ends the fn.
+pub(crate) fn tail(item: &ItemFn) -> syn::Result<()> {
+    match ok_tail(&item.block) {
+        Some(expr) => Err(format_err!(
+            expr,
+            "#[async_context_manager] supplies the fn's `Ok(())` itself: remove this; \
+             the code after `yield_!` is the exit, and a `?` in it fails the exit"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Drops a trailing `Ok(..)` (already reported by [`tail`]) from the stub
+/// body, so that it adds no type error of its own.
+pub(crate) fn strip_ok_tail(block: &mut Block) {
+    if ok_tail(block).is_some() {
+        block.stmts.pop();
+    }
 }
