@@ -46,6 +46,7 @@ pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcont
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};
+pub use managers::task_group::{TaskError, TaskGroup, TaskGroupHandle};
 pub use managers::timeout::{
     Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
 };
