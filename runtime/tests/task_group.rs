@@ -609,3 +609,34 @@ fn finished_tasks_are_collected_by_spawn() {
         r.unwrap();
     });
 }
+
+#[test]
+fn a_block_racing_aborted_stops_early_when_a_task_fails() {
+    let _s = serial();
+    on_both(|flavour| async move {
+        let before = stats();
+        let c = Counters::default();
+        let start = Instant::now();
+        let r: Result<&str, TaskError> = with_scope!(TaskGroup::new() as tg => {
+            tg.spawn(c.sleeper(LONG));
+            tg.spawn(failer(10 * MS, "stop"));
+            let waiting = tg.aborted();
+            tokio::select! {
+                () = waiting => Ok("stopped early"),
+                () = tokio::time::sleep(LONG) => Ok("ran to the end"),
+            }
+        });
+        assert_eq!(r.unwrap_err().to_string(), "task failed: stop", "{flavour}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{flavour}");
+        assert_eq!(c.dropped(), 1, "{flavour}");
+        // Already aborting: resolves at once.
+        let r: Result<(), AppError> = with_scope!(TaskGroup::new() as tg => {
+            tg.spawn(failer(MS, "x"));
+            tg.aborted().await;
+            tg.aborted().await;
+            Ok(())
+        });
+        assert!(matches!(r, Err(AppError::Task(_))), "{flavour}");
+        assert_balanced(before, 2, flavour);
+    });
+}

@@ -74,10 +74,10 @@ const NAME: &str = "async_contextlib::TaskGroup";
 ///   would. Later failures are reported (a warning-level `tracing` event
 ///   naming the manager) and counted in
 ///   [`stats()`](crate::stats)`.exit_failures`.
-/// * **The block is not cut** by a failing task: it runs to its end (or to
-///   its next await that fails on its own), and the exit reports the
-///   failure after. Combine with [`timeout`](crate::timeout) or `select!`
-///   to bound the block.
+/// * **The block is not cut** by a failing task: it runs to its end, and
+///   the exit reports the failure after. A block that should stop early
+///   races its work against [`tg.aborted()`](TaskGroupHandle::aborted)
+///   (`select!`).
 /// * **The block fails, panics, or the scope is cancelled** (its future
 ///   dropped by `tokio::time::timeout`, `select!` or `JoinHandle::abort`):
 ///   every task is aborted and the exit waits until each is gone (their
@@ -106,6 +106,8 @@ pub struct TaskGroupHandle {
 
 struct Shared {
     state: Mutex<State>,
+    /// Notified (all waiters) when `aborting` becomes true.
+    aborting: tokio::sync::Notify,
 }
 
 struct State {
@@ -147,6 +149,8 @@ impl Shared {
             state.first = Some(fault);
             state.aborting = true;
             state.set.abort_all();
+            drop(state);
+            self.aborting.notify_waiters();
         } else {
             drop(state);
             stats::exit_failed(NAME);
@@ -158,6 +162,8 @@ impl Shared {
         let mut state = self.lock();
         state.aborting = true;
         state.set.abort_all();
+        drop(state);
+        self.aborting.notify_waiters();
     }
 
     /// A task that ended without recording its own result: aborted (not a
@@ -202,6 +208,7 @@ impl TaskGroup {
                         aborting: false,
                         closed: false,
                     }),
+                    aborting: tokio::sync::Notify::new(),
                 }),
             },
         }
@@ -218,10 +225,13 @@ impl Drop for TaskGroup {
     /// Dropped without its exit (never entered, or its exit abandoned): the
     /// tasks left are aborted, not awaited.
     fn drop(&mut self) {
-        let mut state = self.handle.shared.lock();
+        let shared = &self.handle.shared;
+        let mut state = shared.lock();
         state.closed = true;
         state.aborting = true;
         state.set.abort_all();
+        drop(state);
+        shared.aborting.notify_waiters();
     }
 }
 
@@ -294,11 +304,43 @@ impl TaskGroupHandle {
     }
 
     /// Whether the group is aborting its tasks: one failed, the block did
-    /// not succeed, or the scope was cancelled. A block can poll it to stop
-    /// early.
+    /// not succeed, or the scope was cancelled.
     #[must_use]
     pub fn is_aborting(&self) -> bool {
         self.shared.lock().aborting
+    }
+
+    /// Resolves once the group is aborting (see
+    /// [`is_aborting`](Self::is_aborting)): a task failed. A failing task
+    /// does not cut the block; a block that should stop early races its
+    /// work against this.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_contextlib::{TaskGroup, with_scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let r: Result<&str, async_contextlib::TaskError> = with_scope!(TaskGroup::new() as tg => {
+    ///     tg.spawn(async { Err::<(), _>("no route to host") });
+    ///     tokio::select! {
+    ///         () = tg.aborted() => Ok("stopped early"),
+    ///         () = tokio::time::sleep(Duration::from_secs(60)) => Ok("finished"),
+    ///     }
+    /// });
+    /// // The block stopped early; the scope fails with the task's error.
+    /// assert_eq!(r.unwrap_err().to_string(), "no route to host");
+    /// # }
+    /// ```
+    pub async fn aborted(&self) {
+        let notified = self.shared.aborting.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is read: a notification in between is
+        // not missed.
+        notified.as_mut().enable();
+        if self.is_aborting() {
+            return;
+        }
+        notified.await;
     }
 }
 
