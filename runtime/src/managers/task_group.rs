@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use futures_util::FutureExt;
 use tokio::task::{JoinError, JoinSet};
 
-use crate::driver::{diag, stats};
+use crate::driver::{Job, JobKind, cascade, diag, in_place, stats};
 use crate::managers::stack::{BoxError, ExitResult};
 use crate::outcome::Payload;
 use crate::{AsyncContextManager, Outcome, OwnedManager, Panic, SendManager};
@@ -87,11 +87,10 @@ const NAME: &str = "async_contextlib::TaskGroup";
 ///   replace the block's error: it is reported and counted.
 /// * **Runtime.** `spawn` needs a tokio runtime (it panics outside one, as
 ///   `tokio::spawn` does). Inside an [`ExitStack`](crate::ExitStack) whose
-///   scope is cancelled, the stack finishes its entries in place: waiting
-///   for aborted tasks there needs a multi-thread runtime; on a
-///   current-thread one the wait ends at
-///   [`in_place_limit`](crate::in_place_limit) and the exit is counted as
-///   abandoned.
+///   scope is cancelled, the stack finishes its entries in place, before
+///   the drop returns; on a current-thread runtime, whose tasks cannot run
+///   meanwhile, the group aborts its tasks there and hands the wait for
+///   them to the exit driver (`drain` waits for it).
 #[derive(Debug)]
 pub struct TaskGroup {
     handle: TaskGroupHandle,
@@ -119,6 +118,9 @@ struct State {
     aborting: bool,
     /// The exit is done (or the group was dropped): spawning is a bug.
     closed: bool,
+    /// The wait for the aborted tasks went to the driver: failures are
+    /// reported, not returned.
+    detached: bool,
 }
 
 /// How a task failed.
@@ -145,7 +147,7 @@ impl Shared {
     /// ones are reported and counted.
     fn fail(&self, fault: Fault) {
         let mut state = self.lock();
-        if state.first.is_none() && !state.closed {
+        if state.first.is_none() && !state.closed && !state.detached {
             state.first = Some(fault);
             state.aborting = true;
             state.set.abort_all();
@@ -207,6 +209,7 @@ impl TaskGroup {
                         first: None,
                         aborting: false,
                         closed: false,
+                        detached: false,
                     }),
                     aborting: tokio::sync::Notify::new(),
                 }),
@@ -367,6 +370,12 @@ impl AsyncContextManager for TaskGroup {
         let shared = &*self.handle.shared;
         if !outcome.is_success() {
             shared.abort();
+            if in_place::stalls_runtime() {
+                // Finishing in place (a cancelled `ExitStack`) on a thread
+                // whose runtime cannot run the aborted tasks meanwhile: the
+                // driver waits for them instead, and `drain` waits for it.
+                self.wait_detached();
+            }
         }
         std::future::poll_fn(|cx| shared.poll_empty(cx)).await;
         let first = shared.lock().first.take();
@@ -379,6 +388,26 @@ impl AsyncContextManager for TaskGroup {
 
     fn name(&self) -> &'static str {
         NAME
+    }
+}
+
+impl TaskGroup {
+    /// Hands the wait for the (aborted) tasks to the exit driver; failures
+    /// seen from now on are reported, not returned. The group is closed.
+    fn wait_detached(&self) {
+        let mut state = self.handle.shared.lock();
+        state.detached = true;
+        let set = std::mem::take(&mut state.set);
+        drop(state);
+        let shared = self.handle.shared.clone();
+        let mut set = set;
+        let job = Job::new(NAME, JobKind::Shield, async move {
+            while let Some(result) = set.join_next().await {
+                shared.joined(result);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        cascade::push_child(job.into_node());
     }
 }
 
