@@ -98,6 +98,16 @@ impl Counters {
     }
 }
 
+/// Panics when dropped: in an aborted task, a failure seen after the
+/// first one.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("destructor of an aborted task");
+    }
+}
+
 /// A task's own error type.
 #[derive(Debug, PartialEq, Eq)]
 struct TaskFailed(&'static str);
@@ -269,13 +279,6 @@ fn a_later_failure_is_reported_and_counted() {
     on_both(|flavour| async move {
         let before = stats();
         let c = Counters::default();
-        /// Panics when dropped: a failure seen after the first one.
-        struct PanicsOnDrop;
-        impl Drop for PanicsOnDrop {
-            fn drop(&mut self) {
-                panic!("destructor of an aborted task");
-            }
-        }
         let r: Result<(), TaskError> = with_scope!(TaskGroup::new() as tg => {
             tg.spawn(async {
                 let _p = PanicsOnDrop;
@@ -642,4 +645,82 @@ fn a_block_racing_aborted_stops_early_when_a_task_fails() {
         assert!(matches!(r, Err(AppError::Task(_))), "{flavour}");
         assert_balanced(before, 2, flavour);
     });
+}
+
+/// One captured `tracing` event: its level and its fields as text.
+#[derive(Debug, Clone)]
+struct Event {
+    level: tracing::Level,
+    fields: Vec<(String, String)>,
+}
+
+impl Event {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Event>>>);
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        self.0.lock().unwrap().push(Event {
+            level: *event.metadata().level(),
+            fields,
+        });
+    }
+}
+
+#[test]
+fn a_later_failure_is_a_warning_naming_the_group() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let _s = serial();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    // A current-thread runtime: every task runs on this thread, under the
+    // subscriber.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let r: Result<(), TaskError> = with_scope!(TaskGroup::new() as tg => {
+                tg.spawn(async {
+                    let _p = PanicsOnDrop;
+                    tokio::time::sleep(LONG).await;
+                });
+                tg.spawn(failer(5 * MS, "first"));
+                Ok(())
+            });
+            r
+        })
+    });
+    assert_eq!(r.unwrap_err().to_string(), "task failed: first");
+    let events = capture.0.lock().unwrap().clone();
+    let later: Vec<_> = events
+        .iter()
+        .filter(|e| e.field("manager") == Some("async_contextlib::TaskGroup"))
+        .collect();
+    assert_eq!(later.len(), 1, "{events:?}");
+    assert_eq!(later[0].level, tracing::Level::WARN);
+    let error = later[0].field("error").unwrap();
+    assert!(error.contains("destructor of an aborted task"), "{error}");
 }
