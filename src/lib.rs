@@ -53,6 +53,9 @@
 //!   known only at run time; [`LocalExitStack`] for managers whose exit is
 //!   not `Send`. [`#[scoped]`](macro@scoped) (Python's
 //!   `AsyncContextDecorator`): an async fn's whole body in a scope.
+//! * [`TaskGroup`] (Python 3.11's `asyncio.TaskGroup`, trio's nursery):
+//!   tasks spawned in a scope, all finished — or all aborted when one
+//!   fails, the block fails or the scope is cancelled — before it ends.
 //! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`),
 //!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),

@@ -47,6 +47,7 @@ pub use managers::boxed::{BoxFuture, BoxManager, BoxManagerRef};
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};
+pub use managers::task_group::{TaskError, TaskGroup, TaskGroupHandle};
 pub use managers::timeout::{
     Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
 };

@@ -167,6 +167,18 @@ pub(crate) fn report_exit_error(name: &'static str, context: &'static str, messa
     );
 }
 
+/// A task of a task group that failed after another one had (the scope
+/// returns the first failure only).
+#[cold]
+pub(crate) fn report_task_failure(name: &'static str, message: &str) {
+    tracing::warn!(
+        manager = name,
+        error = message,
+        "async-contextlib: a task of the group failed after an earlier failure; reported here \
+         because the scope returns the first one; counted in stats().exit_failures"
+    );
+}
+
 /// An exit that could not run (or finish) in place.
 #[cold]
 pub(crate) fn report_abandoned(name: &'static str, why: &'static str) {

@@ -176,7 +176,40 @@ fn block_here<F: Future + ?Sized>(mut fut: Pin<&mut F>, deadline: Instant) -> Op
             return out.flatten();
         }
     }
+    let _stalled = Stalled::enter();
     run_here(fut, deadline)
+}
+
+thread_local! {
+    /// How many in-place runs this thread is in without its worker handed
+    /// over (see [`stalls_runtime`]).
+    static STALLED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread, while it lives, as polling work in place without
+/// having handed its worker over.
+struct Stalled(bool);
+
+impl Stalled {
+    fn enter() -> Stalled {
+        Stalled(STALLED.try_with(|n| n.set(n.get() + 1)).is_ok())
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = STALLED.try_with(|n| n.set(n.get() - 1));
+        }
+    }
+}
+
+/// Whether this thread is finishing work in place without having handed
+/// its worker over: a current-thread runtime it drives makes no progress
+/// (its tasks do not run) until that work ends. An exit that would wait
+/// for such tasks hands the wait to the driver instead.
+pub(crate) fn stalls_runtime() -> bool {
+    STALLED.try_with(|n| n.get() > 0).unwrap_or(false)
 }
 
 pub(crate) fn can_hand_over() -> bool {
