@@ -77,6 +77,7 @@
 //! | `asyncio.timeout(d)` / `timeout_at(t)` | [`timeout`]`(d)` / [`deadline`]`(t)` as the first manager | the scope fails with [`Elapsed`], converted into the block's error; inner managers exit with `Cancelled` |
 //! | `asyncio.wait_for(aw, d)` | `tokio::time::timeout(d, fut)`; [`enter_timeout`] for a slow acquisition | dropping the future is the cancellation; every scope inside it still exits |
 //! | `asyncio.shield(aw)` | [`shield`]`(fut)` (a `'static + Send` future) | dropped, it is finished by the exit driver; [`drain`] waits for it |
+//! | `asyncio.TaskGroup` / trio's nursery | [`TaskGroup`]`::new() as tg` then `tg.spawn(..)` | tasks are `'static + Send` (tokio's `JoinSet`); the first failure aborts the rest and fails the scope with a [`TaskError`] (a panic resumes) — the later ones are reported and counted, where Python gathers an `ExceptionGroup`; a failing task does not cut the block (race `tg.aborted()` to stop early) |
 //! | `task.cancel()` | `JoinHandle::abort()`, or dropping the future | no `CancelledError` to catch; the exits see [`Outcome::Cancelled`] |
 //! | trio `fail_after` / anyio `fail_after` | [`timeout`] | — |
 //! | a generator left suspended (`ag_running`) | [`diagnostics::scopes`], [`diagnostics::set_held_limit`] | opt-in; a snapshot and a warning, not a `ResourceWarning` at GC |

@@ -718,6 +718,11 @@ fn a_later_failure_is_a_warning_naming_the_group() {
     let later: Vec<_> = events
         .iter()
         .filter(|e| e.field("manager") == Some("async_contextlib::TaskGroup"))
+        // A slow-exit warning may come too on a loaded machine.
+        .filter(|e| {
+            e.field("message")
+                .is_some_and(|m| m.contains("earlier failure"))
+        })
         .collect();
     assert_eq!(later.len(), 1, "{events:?}");
     assert_eq!(later[0].level, tracing::Level::WARN);
