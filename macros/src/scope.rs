@@ -428,12 +428,26 @@ fn expand_manager(
             (__acm_f, #krate::__private::Raise::new(#error).__acm_raise())
         });
     };
+    // The exit's borrow of the guard is located on the binding: a lent
+    // value kept past the block is then reported as a second borrow there
+    // (at the enter's span, rustc would call the two the iterations of a
+    // loop).
+    let exit_span = match &manager.binding {
+        Binding::Name { ident, .. } => ident.span(),
+        Binding::Pattern { pat, .. } => pat.span(),
+        Binding::None | Binding::Wild => span,
+    };
+    let borrow_at = |at: Span| {
+        let guard = Ident::new(&guard.to_string(), mixed.located_at(at));
+        quote_spanned!(at=> &mut #guard)
+    };
+    let exit_borrow = borrow_at(exit_span);
     quote! {
         #setup
         if let ::core::option::Option::Some(#value) = #scope.enter(&mut #guard, #convert).await {
             #bind
             #inner
         }
-        #scope.exit(&mut #guard, #convert).await;
+        #scope.exit(#exit_borrow, #convert).await;
     }
 }
