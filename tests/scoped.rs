@@ -180,3 +180,14 @@ async fn with_crate_path(x: u8) -> u8 {
 async fn the_crate_path_argument() {
     assert_eq!(with_crate_path(1).await, 2);
 }
+
+#[scoped(nullcontext((3, String::from("three"))) as (n, mut name))]
+async fn destructured(suffix: &str) -> String {
+    name.push_str(suffix);
+    format!("{n} {name}")
+}
+
+#[tokio::test]
+async fn the_attribute_takes_patterns_after_as() {
+    assert_eq!(destructured("!").await, "3 three!");
+}
