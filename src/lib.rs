@@ -57,6 +57,10 @@
 //!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
 //!   and [`testing::Recorder`], a manager double for your own tests.
+//! * Locks and semaphores (Python's `async with lock:` / `async with
+//!   sem:`): [`locked`], [`read_locked`], [`write_locked`] and [`acquired`]
+//!   over tokio's `Mutex`, `RwLock` and `Semaphore` ([`locked_owned`] and
+//!   [`acquired_owned`] take an `Arc`).
 //!
 //! # What the attribute generates
 //!

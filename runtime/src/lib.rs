@@ -46,6 +46,10 @@ pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcont
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};
+pub use managers::sync::{
+    Acquired, AcquiredOwned, Locked, LockedOwned, ReadLocked, SemaphoreClosed, WriteLocked,
+    acquired, acquired_owned, locked, locked_owned, read_locked, write_locked,
+};
 pub use managers::timeout::{
     Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
 };
