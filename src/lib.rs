@@ -54,6 +54,7 @@
 //!   not `Send`. [`#[scoped]`](macro@scoped) (Python's
 //!   `AsyncContextDecorator`): an async fn's whole body in a scope.
 //! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`),
+//!   [`move_on_after`] / [`move_on_at`] (trio's: cut without an error, `None`),
 //!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
 //!   and [`testing::Recorder`], a manager double for your own tests.

@@ -51,7 +51,8 @@ pub use managers::sync::{
     acquired, acquired_owned, locked, locked_owned, read_locked, write_locked,
 };
 pub use managers::timeout::{
-    Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
+    Elapsed, EnterError, EnterTimeout, MoveOn, MovedOn, Timeout, deadline, enter_timeout,
+    move_on_after, move_on_at, timeout,
 };
 pub use outcome::{Failure, Outcome, Panic};
 
@@ -101,7 +102,7 @@ pub mod __private {
     pub use crate::scope::dispatch::{
         Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque, ClassifyOther, Describe,
         DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
-        RaiseFrom, RaiseNever,
+        RaiseFrom, RaiseNever, RaiseNone,
     };
     pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
 

@@ -116,6 +116,14 @@ pub trait AsyncContextManager {
     /// so that the scope's guard only drops it.
     #[doc(hidden)]
     const __DROP_CANCELS: bool = false;
+
+    /// Whether a cut by this manager's [`deadline`](Self::deadline) is
+    /// absorbed (trio's `move_on_after`): the scope evaluates to what the
+    /// deadline's error raises into (`None` for
+    /// [`MovedOn`](crate::MovedOn)), and the managers entered before it see
+    /// success.
+    #[doc(hidden)]
+    const __MOVES_ON: bool = false;
 }
 
 /// A manager whose exit may outlive the scope: `'static`, owning everything
@@ -246,6 +254,7 @@ impl<M: AsyncContextManager + ?Sized> AsyncContextManager for &mut M {
     }
 
     const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
+    const __MOVES_ON: bool = M::__MOVES_ON;
     // Not `__DROP_CANCELS`: dropping the borrow drops nothing, so a
     // borrowed stack is unwound by its exit, in place.
 }

@@ -171,6 +171,7 @@ impl<R> Scope<R> {
         let active = self.active;
         let (manager, meta) = guard.parts();
         meta.scope = addr;
+        meta.moves_on = M::__MOVES_ON;
         // User code: a panic here is the manager's, caught like one in
         // its enter.
         let prelude = catch_unwind(AssertUnwindSafe(|| (manager.name(), manager.deadline())));
@@ -700,9 +701,17 @@ where
         if cut_here {
             scope.cut = None;
             if let Some(error) = this.run.as_mut().project().meta.deadline_error.take() {
+                let moves_on = this.run.meta.moves_on;
                 let (failure, result) = convert(error);
                 if scope.panic.is_none() {
-                    *scope.outcome = Outcome::Failed(failure);
+                    // Moved on: the cut is absorbed here, as trio's
+                    // `move_on_after` absorbs its `Cancelled`.
+                    *scope.outcome = if moves_on {
+                        drop(failure);
+                        Outcome::Success
+                    } else {
+                        Outcome::Failed(failure)
+                    };
                     *scope.result = Some(result);
                 }
             }
