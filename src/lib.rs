@@ -55,6 +55,7 @@
 //!   `AsyncContextDecorator`): an async fn's whole body in a scope.
 //! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`),
 //!   [`move_on_after`] / [`move_on_at`] (trio's: cut without an error, `None`),
+//!   [`cancelled_by`] (cut when a `CancellationToken` is cancelled),
 //!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
 //!   and [`testing::Recorder`], a manager double for your own tests.

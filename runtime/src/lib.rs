@@ -43,6 +43,7 @@ pub use driver::{
 };
 pub use manager::{AsyncContextManager, Deadline, OwnedManager, SendManager};
 pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcontext};
+pub use managers::cancel::{CancelledBy, TokenCancelled, cancelled_by};
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};

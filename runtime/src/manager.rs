@@ -105,6 +105,16 @@ pub trait AsyncContextManager {
         std::any::type_name::<Self>()
     }
 
+    /// Like [`deadline`](Self::deadline), with a cancellation token for a
+    /// timer: everything entered after this manager, and the body, is cut
+    /// when the token is cancelled, and the scope fails with the error.
+    /// Called once, just before `enter`. Used by
+    /// [`cancelled_by`](crate::cancelled_by).
+    #[doc(hidden)]
+    fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, Self::Error)> {
+        None
+    }
+
     /// Whether calling `exit` again after its future was dropped resumes the
     /// first exit instead of starting a second one. Only generated managers,
     /// whose exit state lives in their own allocation, say yes.
@@ -251,6 +261,10 @@ impl<M: AsyncContextManager + ?Sized> AsyncContextManager for &mut M {
 
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, Self::Error)> {
+        (**self).__cut_by()
     }
 
     const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;

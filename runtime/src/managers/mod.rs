@@ -1,9 +1,11 @@
 //! The library's own managers: `timeout`/`deadline`/`enter_timeout`,
 //! `shield`, and the small adapters from Python's `contextlib`
 //! (`nullcontext`, `closing`, `from_sync`), `ExitStack`, and locks and
-//! semaphores (`locked`, `read_locked`, `write_locked`, `acquired`).
+//! semaphores (`locked`, `read_locked`, `write_locked`, `acquired`), and
+//! `move_on_after`/`move_on_at` and `cancelled_by` (cancel scopes).
 
 pub(crate) mod adapters;
+pub(crate) mod cancel;
 pub(crate) mod from_sync;
 pub(crate) mod shield;
 pub(crate) mod stack;

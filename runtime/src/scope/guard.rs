@@ -113,6 +113,8 @@ pub(crate) struct Meta<E> {
     /// scope's value becomes what its error raises into, and the managers
     /// outside it see success.
     pub(crate) moves_on: bool,
+    /// It pushed a cancellation token on the scope (`cancelled_by`).
+    pub(crate) has_token: bool,
     /// The opt-in diagnostics on for it (see `driver/watch.rs`).
     pub(crate) watched: Watched,
 }
@@ -131,6 +133,7 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
                 prev_active: None,
                 has_deadline: false,
                 moves_on: false,
+                has_token: false,
                 watched: Watched::default(),
             },
             detach,
