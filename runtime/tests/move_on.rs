@@ -34,6 +34,7 @@ both_flavours! {
     panic_still_panics,
     dropped_from_outside,
     in_exit_stack,
+    shielded_work_goes_on,
 }
 
 const LONG: Duration = Duration::from_secs(60);
@@ -169,4 +170,25 @@ async fn in_exit_stack() {
         Ok(3)
     });
     assert_eq!(r.unwrap(), 3);
+}
+
+async fn shielded_work_goes_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let r: Option<()> = with_scope!(move_on_after(SHORT) => {
+        async_contextlib::shield(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            d.store(true, Ordering::SeqCst);
+        })
+        .await;
+        Some(())
+    });
+    assert_eq!(r, None);
+    async_contextlib::drain().await;
+    assert!(
+        done.load(Ordering::SeqCst),
+        "the shielded future finished after the cut"
+    );
 }
