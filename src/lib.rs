@@ -57,9 +57,15 @@
 //!   tasks spawned in a scope, all finished — or all aborted when one
 //!   fails, the block fails or the scope is cancelled — before it ends.
 //! * [`timeout`] / [`deadline`] (Python's `asyncio.timeout`),
+//!   [`move_on_after`] / [`move_on_at`] (trio's: cut without an error, `None`),
+//!   [`cancelled_by`] (cut when a `CancellationToken` is cancelled),
 //!   [`enter_timeout`], [`shield`], [`nullcontext`], [`closing`] (Python's
 //!   `aclosing`), [`from_sync`] (blocking enter/exit off the async threads),
 //!   and [`testing::Recorder`], a manager double for your own tests.
+//! * Locks and semaphores (Python's `async with lock:` / `async with
+//!   sem:`): [`locked`], [`read_locked`], [`write_locked`] and [`acquired`]
+//!   over tokio's `Mutex`, `RwLock` and `Semaphore` ([`locked_owned`] and
+//!   [`acquired_owned`] take an `Arc`).
 //!
 //! # Coming from Python
 //!

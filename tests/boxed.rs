@@ -222,3 +222,39 @@ fn a_boxed_manager_keeps_its_deadline_and_name() {
         assert_eq!(r.unwrap_err(), "bounded");
     });
 }
+
+/// A manager cut by a cancellation token (as `cancelled_by` is): boxing
+/// keeps the token.
+struct CutBy(Conn, tokio_util::sync::CancellationToken);
+
+impl AsyncContextManager for CutBy {
+    type Value<'a> = &'a mut Conn;
+    type Error = &'static str;
+    async fn enter(&mut self) -> Result<&mut Conn, &'static str> {
+        Ok(&mut self.0)
+    }
+    async fn exit(&mut self, _: Outcome) -> Result<(), &'static str> {
+        Ok(())
+    }
+    fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, &'static str)> {
+        Some((self.1.clone(), "token"))
+    }
+}
+
+#[test]
+fn a_boxed_manager_keeps_its_cancellation_token() {
+    on_both(|_| async {
+        let token = tokio_util::sync::CancellationToken::new();
+        let m: BoxManager<Conn, &'static str> = box_manager!(CutBy(Conn::default(), token.clone()));
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            token.cancel();
+        });
+        let r: Result<(), &str> = with_scope!(m => {
+            forever().await;
+            Ok(())
+        });
+        assert_eq!(r.unwrap_err(), "token");
+        canceller.await.unwrap();
+    });
+}

@@ -376,7 +376,7 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
             use #krate::__private::{
                 ClassifyDebug as _, ClassifyDisplay as _, ClassifyOpaque as _, ClassifyOther as _,
                 DescribeDebug as _, DescribeDisplay as _, DescribeOpaque as _,
-                PickDetach as _, PickInPlace as _, RaiseFrom as _, RaiseNever as _,
+                PickDetach as _, PickInPlace as _, RaiseFrom as _, RaiseNever as _, RaiseNone as _,
             };
             let mut #scope = #krate::__private::Scope::new();
             // Never taken: gives the scope the type its context expects

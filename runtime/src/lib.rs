@@ -44,12 +44,18 @@ pub use driver::{
 pub use manager::{AsyncContextManager, Deadline, OwnedManager, SendManager};
 pub use managers::adapters::{AsyncClose, Closing, NullContext, closing, nullcontext};
 pub use managers::boxed::{BoxFuture, BoxManager, BoxManagerRef};
+pub use managers::cancel::{CancelledBy, TokenCancelled, cancelled_by};
 pub use managers::from_sync::{FromSync, from_sync};
 pub use managers::shield::{Shield, shield};
 pub use managers::stack::{BoxError, ExitResult, ExitStack, LocalExitStack, StackRef};
+pub use managers::sync::{
+    Acquired, AcquiredOwned, Locked, LockedOwned, ReadLocked, SemaphoreClosed, WriteLocked,
+    acquired, acquired_owned, locked, locked_owned, read_locked, write_locked,
+};
 pub use managers::task_group::{TaskError, TaskGroup, TaskGroupHandle};
 pub use managers::timeout::{
-    Elapsed, EnterError, EnterTimeout, Timeout, deadline, enter_timeout, timeout,
+    Elapsed, EnterError, EnterTimeout, MoveOn, MovedOn, Timeout, deadline, enter_timeout,
+    move_on_after, move_on_at, timeout,
 };
 pub use outcome::{Failure, Outcome, Panic};
 
@@ -100,7 +106,7 @@ pub mod __private {
     pub use crate::scope::dispatch::{
         Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque, ClassifyOther, Describe,
         DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
-        RaiseFrom, RaiseNever,
+        RaiseFrom, RaiseNever, RaiseNone,
     };
     pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
 

@@ -105,6 +105,16 @@ pub trait AsyncContextManager {
         std::any::type_name::<Self>()
     }
 
+    /// Like [`deadline`](Self::deadline), with a cancellation token for a
+    /// timer: everything entered after this manager, and the body, is cut
+    /// when the token is cancelled, and the scope fails with the error.
+    /// Called once, just before `enter`. Used by
+    /// [`cancelled_by`](crate::cancelled_by).
+    #[doc(hidden)]
+    fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, Self::Error)> {
+        None
+    }
+
     /// Whether calling `exit` again after its future was dropped resumes the
     /// first exit instead of starting a second one. Only generated managers,
     /// whose exit state lives in their own allocation, say yes.
@@ -116,6 +126,14 @@ pub trait AsyncContextManager {
     /// so that the scope's guard only drops it.
     #[doc(hidden)]
     const __DROP_CANCELS: bool = false;
+
+    /// Whether a cut by this manager's [`deadline`](Self::deadline) is
+    /// absorbed (trio's `move_on_after`): the scope evaluates to what the
+    /// deadline's error raises into (`None` for
+    /// [`MovedOn`](crate::MovedOn)), and the managers entered before it see
+    /// success.
+    #[doc(hidden)]
+    const __MOVES_ON: bool = false;
 }
 
 /// A manager whose exit may outlive the scope: `'static`, owning everything
@@ -245,7 +263,12 @@ impl<M: AsyncContextManager + ?Sized> AsyncContextManager for &mut M {
         (**self).name()
     }
 
+    fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, Self::Error)> {
+        (**self).__cut_by()
+    }
+
     const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
+    const __MOVES_ON: bool = M::__MOVES_ON;
     // Not `__DROP_CANCELS`: dropping the borrow drops nothing, so a
     // borrowed stack is unwound by its exit, in place.
 }

@@ -39,7 +39,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// # Guarantees
 ///
 /// The same as the manager inside: it is entered and exited exactly once
-/// per scope, its deadline and name are forwarded, and a `BoxManager` is an
+/// per scope, its deadline, cancellation token and name are forwarded, and a `BoxManager` is an
 /// [`OwnedManager`] whose exit, when the scope is dropped mid-body, runs on
 /// the exit driver.
 ///
@@ -192,6 +192,7 @@ trait Erased<T: ?Sized, E>: Send {
     fn enter(&mut self) -> BoxFuture<'_, Result<&mut T, E>>;
     fn exit(&mut self, outcome: Outcome) -> BoxFuture<'_, Result<(), E>>;
     fn deadline(&mut self) -> Option<Deadline<E>>;
+    fn cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, E)>;
     fn name(&self) -> &'static str;
 }
 
@@ -219,6 +220,10 @@ where
         self.manager.deadline()
     }
 
+    fn cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, E)> {
+        self.manager.__cut_by()
+    }
+
     fn name(&self) -> &'static str {
         self.manager.name()
     }
@@ -244,6 +249,10 @@ macro_rules! forward {
 
             fn deadline(&mut self) -> Option<Deadline<E>> {
                 self.inner.deadline()
+            }
+
+            fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, E)> {
+                self.inner.cut_by()
             }
 
             fn name(&self) -> &'static str {

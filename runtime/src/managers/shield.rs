@@ -12,6 +12,19 @@ use crate::driver::{Job, JobKind, cascade};
 /// finishes, the exit driver finishes it, and [`drain`](crate::drain) waits
 /// for it. Its output is then discarded.
 ///
+/// Why only a `'static + Send` future, not a shielded *block* (trio's
+/// `CancelScope(shield=True)` over borrowed locals): a block that borrows
+/// the caller's frame cannot be finished after the caller's future is
+/// dropped — the borrows end with the drop, so the driver would be running
+/// code over freed locals. The only sound alternative, finishing the block
+/// before the drop returns, is what the library already does for a
+/// borrowing manager's exit (in place, bounded, abandoned where it cannot
+/// block), and exits are shielded already: put cleanup that must not be
+/// cut in an exit, or move what the work needs into the future given here.
+/// The cancel scopes [`move_on_after`](crate::move_on_after),
+/// [`timeout`](crate::timeout) and [`cancelled_by`](crate::cancelled_by)
+/// do not reach into a shielded future either: it goes on after their cut.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
 //! `timeout` / `deadline`: Python's `asyncio.timeout`, as managers that bound
-//! the body they guard.
+//! the body they guard; `move_on_after` / `move_on_at`: trio's cancel scopes,
+//! the same cut absorbed into a `None`.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -300,3 +301,140 @@ impl<F: std::future::Future<Output = Result<(), E>>, E> std::future::Future for 
             .map(|r| r.map_err(EnterError::Manager))
     }
 }
+
+/// Cuts the rest of the scope after `limit` *without an error* (trio's
+/// `move_on_after`; Python's `asyncio.timeout` whose `TimeoutError` is
+/// caught right there).
+///
+/// The block evaluates to an `Option`: the scope is the block's value if
+/// it finishes first, and `None` if it was cut. Managers entered after it
+/// and the block exit with [`Outcome::Cancelled`]; managers entered before
+/// it see the cut absorbed (the outcome of a block that ran to its end).
+/// Its error, [`MovedOn`], never reaches the block's type: the other
+/// managers of the same `with_scope!` must be infallible (nest a scope
+/// inside for fallible ones). Needs a tokio runtime with the time driver.
+///
+/// ```
+/// use std::time::Duration;
+/// use async_contextlib::{move_on_after, with_scope};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let r: Option<u32> = with_scope!(move_on_after(Duration::from_millis(10)) => {
+///     tokio::time::sleep(Duration::from_secs(5)).await;
+///     Some(1)
+/// });
+/// assert_eq!(r, None);
+/// let r: Option<u32> = with_scope!(move_on_after(Duration::from_secs(5)) => { Some(2) });
+/// assert_eq!(r, Some(2));
+/// # }
+/// ```
+///
+/// A block that does not evaluate to an `Option` does not compile:
+///
+/// ```compile_fail
+/// # use std::time::Duration;
+/// # use async_contextlib::{move_on_after, with_scope};
+/// # async fn f() {
+/// let r: u32 = with_scope!(move_on_after(Duration::from_millis(10)) => { 1 });
+/// # }
+/// ```
+#[must_use]
+pub fn move_on_after(limit: Duration) -> MoveOn {
+    MoveOn {
+        bound: Bound::After(limit),
+    }
+}
+
+/// Cuts the rest of the scope at the instant `at` (tokio's or std's
+/// `Instant`) without an error (trio's `move_on_at`); see [`move_on_after`].
+///
+/// ```
+/// use std::time::Duration;
+/// use async_contextlib::{move_on_at, with_scope};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let at = tokio::time::Instant::now() + Duration::from_millis(5);
+/// let r: Option<()> = with_scope!(move_on_at(at) => {
+///     std::future::pending::<()>().await;
+///     Some(())
+/// });
+/// assert!(r.is_none());
+/// # }
+/// ```
+#[must_use]
+pub fn move_on_at(at: impl Into<Instant>) -> MoveOn {
+    MoveOn {
+        bound: Bound::At(at.into()),
+    }
+}
+
+/// The manager returned by [`move_on_after`] and [`move_on_at`].
+///
+/// It cuts only as a manager of `with_scope!`; entered into an
+/// [`ExitStack`](crate::ExitStack) it bounds nothing (as [`timeout`]).
+#[derive(Debug)]
+pub struct MoveOn {
+    bound: Bound,
+}
+
+impl AsyncContextManager for MoveOn {
+    type Value<'a> = ();
+    type Error = MovedOn;
+
+    async fn enter(&mut self) -> Result<(), MovedOn> {
+        Ok(())
+    }
+
+    async fn exit(&mut self, _outcome: Outcome) -> Result<(), MovedOn> {
+        Ok(())
+    }
+
+    fn deadline(&mut self) -> Option<Deadline<MovedOn>> {
+        let at = match self.bound {
+            Bound::After(limit) => Instant::now().checked_add(limit)?,
+            Bound::At(at) => at,
+        };
+        Some(Deadline {
+            at,
+            error: MovedOn { deadline: at },
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "async_contextlib::move_on_after"
+    }
+
+    const __MOVES_ON: bool = true;
+}
+
+impl OwnedManager for MoveOn {}
+
+impl crate::SendManager for MoveOn {
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), MovedOn> {
+        self.exit(outcome).await
+    }
+}
+
+/// The cut of a [`move_on_after`] / [`move_on_at`] scope. `with_scope!`
+/// turns it into the scope's `None`; it is an error type only so that it
+/// can be described (`Display`) to the managers and diagnostics that see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MovedOn {
+    deadline: Instant,
+}
+
+impl MovedOn {
+    /// The instant the body was cut at.
+    #[must_use]
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl fmt::Display for MovedOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("scope moved on at its deadline")
+    }
+}
+
+impl std::error::Error for MovedOn {}

@@ -157,6 +157,19 @@ impl RaiseNever for Raise<Infallible> {
     }
 }
 
+/// [`MovedOn`](crate::MovedOn): a `move_on_after` cut; the block is an
+/// `Option` and the scope evaluates to `None`.
+pub trait RaiseNone {
+    /// `None`.
+    fn __acm_raise<T>(self) -> Option<T>;
+}
+impl RaiseNone for Raise<crate::MovedOn> {
+    #[inline]
+    fn __acm_raise<T>(self) -> Option<T> {
+        None
+    }
+}
+
 /// Any other error: the block must be a `Result` whose error absorbs it.
 pub trait RaiseFrom<E> {
     /// `Err(F::from(error))`.

@@ -109,6 +109,12 @@ pub(crate) struct Meta<E> {
     /// The scope's active deadline before this manager's was pushed.
     pub(crate) prev_active: Option<Active>,
     pub(crate) has_deadline: bool,
+    /// A cut by its deadline is absorbed (trio's `move_on_after`): the
+    /// scope's value becomes what its error raises into, and the managers
+    /// outside it see success.
+    pub(crate) moves_on: bool,
+    /// It pushed a cancellation token on the scope (`cancelled_by`).
+    pub(crate) has_token: bool,
     /// The opt-in diagnostics on for it (see `driver/watch.rs`).
     pub(crate) watched: Watched,
 }
@@ -126,6 +132,8 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
                 deadline_error: None,
                 prev_active: None,
                 has_deadline: false,
+                moves_on: false,
+                has_token: false,
                 watched: Watched::default(),
             },
             detach,

@@ -33,12 +33,13 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use self::guard::{Detach, Guard, Meta, State};
-use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step};
+use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step, Token};
 use crate::driver::diag::{self, Clock};
 use crate::driver::watch::{self, Hooks, Phase};
 use crate::driver::{cascade, in_place, stats};
 use crate::outcome::Payload;
 use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic};
+use tokio_util::sync::CancellationToken;
 
 /// The state of one `with_scope!` while it runs and unwinds.
 #[allow(
@@ -53,6 +54,9 @@ pub struct Scope<R> {
     panic: ManuallyDrop<Option<Payload>>,
     depth: u32,
     active: Option<Active>,
+    /// The cancellation tokens of the entered `cancelled_by` managers,
+    /// outermost first (empty, unallocated, in most scopes).
+    tokens: Vec<Token>,
     /// Set when a deadline cut the body: the depth of the manager that owns it.
     cut: Option<u32>,
     finished: bool,
@@ -132,6 +136,7 @@ impl<R> Scope<R> {
             panic: ManuallyDrop::new(None),
             depth: 0,
             active: None,
+            tokens: Vec::new(),
             cut: None,
             finished: false,
             exit_error: false,
@@ -171,21 +176,26 @@ impl<R> Scope<R> {
         let active = self.active;
         let (manager, meta) = guard.parts();
         meta.scope = addr;
+        meta.moves_on = M::__MOVES_ON;
         // User code: a panic here is the manager's, caught like one in
         // its enter.
-        let prelude = catch_unwind(AssertUnwindSafe(|| (manager.name(), manager.deadline())));
-        let (name, deadline, early, bounded) = match prelude {
-            Ok((name, deadline)) => {
+        let prelude = catch_unwind(AssertUnwindSafe(|| {
+            (manager.name(), manager.deadline(), manager.__cut_by())
+        }));
+        let (name, deadline, token, early, bounded) = match prelude {
+            Ok((name, deadline, token)) => {
                 let enter = Lazy::new(move || manager.enter());
                 (
                     name,
                     deadline,
+                    token,
                     None,
-                    Some(Bounded::new(Step::new(enter, addr), active)),
+                    Some(Bounded::new(Step::new(enter, addr), active, &self.tokens)),
                 )
             }
             Err(payload) => (
                 "<a manager whose name() panicked>",
+                None,
                 None,
                 Some(payload),
                 None,
@@ -201,6 +211,7 @@ impl<R> Scope<R> {
             meta,
             convert: Some(convert),
             deadline,
+            token,
             early: Rare::new(early),
             span: Rare::new(diag::span!("enter", manager = name)),
             bounded,
@@ -223,10 +234,11 @@ impl<R> Scope<R> {
     {
         let addr = self.addr();
         let active = self.active;
+        let bounded = Bounded::new(Step::new(body, addr), active, &self.tokens);
         Body {
             scope: self,
             classify: Some(classify),
-            bounded: Bounded::new(Step::new(body, addr), active),
+            bounded,
         }
     }
 
@@ -285,6 +297,9 @@ impl<R> Scope<R> {
         };
         if guard.meta.has_deadline {
             self.active = guard.meta.prev_active;
+        }
+        if guard.meta.has_token {
+            self.tokens.pop();
         }
         let addr = self.addr();
         let label = outcome.label();
@@ -444,6 +459,7 @@ pin_project! {
         meta: &'g mut Meta<E>,
         convert: Option<C>,
         deadline: Option<Deadline<E>>,
+        token: Option<(CancellationToken, E)>,
         // The manager panicked before its enter started.
         early: Rare<Payload>,
         span: Rare<Box<tracing::Span>>,
@@ -492,6 +508,11 @@ where
                             owner: scope.depth,
                         });
                     }
+                }
+                if let Some((token, error)) = this.token.take() {
+                    this.meta.has_token = true;
+                    this.meta.deadline_error = Some(error);
+                    scope.tokens.push((token, scope.depth));
                 }
                 Poll::Ready(Some(value))
             }
@@ -700,9 +721,17 @@ where
         if cut_here {
             scope.cut = None;
             if let Some(error) = this.run.as_mut().project().meta.deadline_error.take() {
+                let moves_on = this.run.meta.moves_on;
                 let (failure, result) = convert(error);
                 if scope.panic.is_none() {
-                    *scope.outcome = Outcome::Failed(failure);
+                    // Moved on: the cut is absorbed here, as trio's
+                    // `move_on_after` absorbs its `Cancelled`.
+                    *scope.outcome = if moves_on {
+                        drop(failure);
+                        Outcome::Success
+                    } else {
+                        Outcome::Failed(failure)
+                    };
                     *scope.result = Some(result);
                 }
             }

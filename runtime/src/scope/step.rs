@@ -16,8 +16,9 @@
 //! The happy path pays no drop glue worth the name: a step drops its code
 //! in place when it finishes, and what only cancellation, deadlines or
 //! diagnostics need sits in a [`Rare`], whose drop is a flag check.
-//! * [`Bounded`] runs a `Step` under the scope's active deadline, if any,
-//!   and when the deadline fires drops it and runs what it queued.
+//! * [`Bounded`] runs a `Step` under the scope's active deadline and
+//!   cancellation tokens, if any, and when one fires drops it and runs what
+//!   it queued.
 //! * [`Handover`] runs a boxed exit and, dropped early, hands the rest of it
 //!   to the driver.
 
@@ -29,6 +30,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::driver::cascade::{self, Node};
 use crate::driver::{self, Job, JobKind};
@@ -206,22 +208,29 @@ pub(crate) struct Active {
     pub(crate) owner: u32,
 }
 
+/// A cancellation token a bounded step runs under, and who set it (the
+/// depth of its `cancelled_by` manager).
+pub(crate) type Token = (CancellationToken, u32);
+
 pin_project! {
-    /// A [`Step`] under the scope's active deadline (if any).
+    /// A [`Step`] under the scope's active deadline and tokens (if any).
     pub(crate) struct Bounded<F> {
         #[pin]
         step: Step<F>,
-        // Boxed: only scopes with a deadline pay for it.
+        // Boxed: only scopes with a deadline or a token pay for it.
         deadline: Rare<Pin<Box<Deadline>>>,
     }
 }
 
 pin_project! {
-    /// The timer of a bounded step, and — once it fired — what the cut step
-    /// queued, running inline.
+    /// The timer and token waits of a bounded step, and — once one fired —
+    /// what the cut step queued, running inline.
     struct Deadline {
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
+        // Outermost first.
+        tokens: Vec<(Pin<Box<WaitForCancellationFutureOwned>>, u32)>,
+        // The timer's owner until it fires; then the owner of the cut.
         owner: u32,
         addr: usize,
         cut: Option<Node>,
@@ -242,19 +251,16 @@ pin_project! {
 
 impl<F: Future> Bounded<F> {
     #[inline]
-    pub(crate) fn new(step: Step<F>, active: Option<Active>) -> Self {
+    pub(crate) fn new(step: Step<F>, active: Option<Active>, tokens: &[Token]) -> Self {
         let addr = step.addr;
+        let deadline = if active.is_none() && tokens.is_empty() {
+            None
+        } else {
+            Some(new_deadline(addr, active, tokens))
+        };
         Bounded {
             step,
-            deadline: Rare::new(active.map(|a| {
-                Box::pin(Deadline {
-                    sleep: tokio::time::sleep_until(a.at),
-                    owner: a.owner,
-                    addr,
-                    cut: None,
-                    fired: false,
-                })
-            })),
+            deadline: Rare::new(deadline),
         }
     }
 
@@ -272,8 +278,24 @@ impl<F: Future> Bounded<F> {
     }
 }
 
-/// [`Bounded::poll_bounded`] under a deadline (out of line: only scopes
-/// with a `timeout`/`deadline` take it).
+#[cold]
+#[inline(never)]
+fn new_deadline(addr: usize, active: Option<Active>, tokens: &[Token]) -> Pin<Box<Deadline>> {
+    Box::pin(Deadline {
+        sleep: active.map(|a| tokio::time::sleep_until(a.at)),
+        tokens: tokens
+            .iter()
+            .map(|(token, owner)| (Box::pin(token.clone().cancelled_owned()), *owner))
+            .collect(),
+        owner: active.map_or(0, |a| a.owner),
+        addr,
+        cut: None,
+        fired: false,
+    })
+}
+
+/// [`Bounded::poll_bounded`] under a deadline or token (out of line: only
+/// scopes with a `timeout`/`deadline`/`cancelled_by` take it).
 #[inline(never)]
 fn poll_with_deadline<F: Future>(
     mut step: Pin<&mut Step<F>>,
@@ -292,7 +314,23 @@ fn poll_with_deadline<F: Future>(
     if let Poll::Ready(out) = step.as_mut().poll(cx) {
         return Poll::Ready(Bound::Done(out));
     }
-    ready!(deadline.sleep.poll(cx));
+    // The outermost that fired cuts: it cuts the most.
+    let mut owner = None;
+    if let Some(sleep) = deadline.sleep.as_pin_mut() {
+        if sleep.poll(cx).is_ready() {
+            owner = Some(*deadline.owner);
+        }
+    }
+    for (wait, token_owner) in deadline.tokens.iter_mut() {
+        if wait.as_mut().poll(cx).is_ready() {
+            owner = Some(owner.map_or(*token_owner, |o: u32| o.min(*token_owner)));
+            break;
+        }
+    }
+    let Some(owner) = owner else {
+        return Poll::Pending;
+    };
+    *deadline.owner = owner;
     // Cut: drop the code (its inner scopes queue their exits on the
     // cascade) and finish those exits here, innermost first, before the
     // managers of this scope exit. If this scope is itself dropped
@@ -304,7 +342,7 @@ fn poll_with_deadline<F: Future>(
         ready!(node.as_mut().poll(cx));
         *deadline.cut = None;
     }
-    Poll::Ready(Bound::Cut(*deadline.owner))
+    Poll::Ready(Bound::Cut(owner))
 }
 
 /// An owned manager's exit, boxed so that it can outlive its scope.
