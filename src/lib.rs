@@ -84,6 +84,10 @@
 //! | `asyncio.wait_for(aw, d)` | `tokio::time::timeout(d, fut)`; [`enter_timeout`] for a slow acquisition | dropping the future is the cancellation; every scope inside it still exits |
 //! | `asyncio.shield(aw)` | [`shield`]`(fut)` (a `'static + Send` future) | dropped, it is finished by the exit driver; [`drain`] waits for it |
 //! | `asyncio.TaskGroup` / trio's nursery | [`TaskGroup`]`::new() as tg` then `tg.spawn(..)` | tasks are `'static + Send` (tokio's `JoinSet`); the first failure aborts the rest and fails the scope with a [`TaskError`] (a panic resumes) — the later ones are reported and counted, where Python gathers an `ExceptionGroup`; a failing task does not cut the block (race `tg.aborted()` to stop early) |
+//! | `async with lock:` / `async with sem:` (`asyncio.Lock`, `Semaphore`) | [`locked`]`(&mutex) as guard_target`, [`read_locked`], [`write_locked`], [`acquired`]`(&sem, n)` (`_owned` forms over an `Arc`) | the block gets `&mut T` (or `&T`), not the lock; released on every path, also into an [`ExitStack`] for a run-time set of locks |
+//! | trio `move_on_after(d)` / `move_on_at(t)` (anyio's too) | [`move_on_after`]`(d)` / [`move_on_at`]`(t)` | the block evaluates to an `Option`; cut, the scope is `None`; the other managers of that `with_scope!` must be infallible (fallible ones go in a nested scope) |
+//! | trio `CancelScope` / anyio's, cancelled from elsewhere | [`cancelled_by`]`(token)` over a `tokio_util` `CancellationToken` | the scope fails with [`TokenCancelled`] instead of moving on, so a shutdown reaches the caller |
+//! | trio `CancelScope(shield=True)` over a block | [`shield`] for a `'static` future only | a borrowed block cannot go on once its caller's frame is gone; see [`shield`] |
 //! | `task.cancel()` | `JoinHandle::abort()`, or dropping the future | no `CancelledError` to catch; the exits see [`Outcome::Cancelled`] |
 //! | trio `fail_after` / anyio `fail_after` | [`timeout`] | — |
 //! | a generator left suspended (`ag_running`) | [`diagnostics::scopes`], [`diagnostics::set_held_limit`] | opt-in; a snapshot and a warning, not a `ResourceWarning` at GC |
