@@ -211,7 +211,7 @@ impl<R> Scope<R> {
             meta,
             convert: Some(convert),
             deadline,
-            token,
+            token: Rare::new(token),
             early: Rare::new(early),
             span: Rare::new(diag::span!("enter", manager = name)),
             bounded,
@@ -459,7 +459,8 @@ pin_project! {
         meta: &'g mut Meta<E>,
         convert: Option<C>,
         deadline: Option<Deadline<E>>,
-        token: Option<(CancellationToken, E)>,
+        // Out of line: only `cancelled_by` has one.
+        token: Rare<(CancellationToken, E)>,
         // The manager panicked before its enter started.
         early: Rare<Payload>,
         span: Rare<Box<tracing::Span>>,
