@@ -9,8 +9,8 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_contextlib::{
@@ -18,39 +18,14 @@ use async_contextlib::{
 };
 use futures::FutureExt;
 
+#[path = "../../tests/driver_util/mod.rs"]
+mod driver_util;
+use driver_util::{on_both, stats_lock as serial};
+
 const MS: Duration = Duration::from_millis(1);
 /// Longer than any test may take: a task sleeping this long is one that
 /// must be aborted.
 const LONG: Duration = Duration::from_secs(30);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Runs `test` on a current-thread and on a multi-thread runtime.
-fn on_both<F, Fut>(test: F)
-where
-    F: Fn(&'static str) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for flavour in ["current_thread", "multi_thread"] {
-        let rt = if flavour == "current_thread" {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(2);
-            b
-        }
-        .enable_all()
-        .build()
-        .unwrap();
-        rt.block_on(test(flavour));
-    }
-}
 
 /// Counts drops: a task's destructor ran (it finished, or was aborted).
 struct Dropped(Arc<AtomicUsize>);
@@ -647,53 +622,10 @@ fn a_block_racing_aborted_stops_early_when_a_task_fails() {
     });
 }
 
-/// One captured `tracing` event: its level and its fields as text.
-#[derive(Debug, Clone)]
-struct Event {
-    level: tracing::Level,
-    fields: Vec<(String, String)>,
-}
-
-impl Event {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Event>>>);
-
-struct Fields<'a>(&'a mut Vec<(String, String)>);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        let mut fields = Vec::new();
-        event.record(&mut Fields(&mut fields));
-        self.0.lock().unwrap().push(Event {
-            level: *event.metadata().level(),
-            fields,
-        });
-    }
-}
-
 #[test]
 fn a_later_failure_is_a_warning_naming_the_group() {
-    use tracing_subscriber::layer::SubscriberExt;
     let _s = serial();
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let (subscriber, capture) = driver_util::capturing_subscriber();
     // A current-thread runtime: every task runs on this thread, under the
     // subscriber.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -714,18 +646,18 @@ fn a_later_failure_is_a_warning_naming_the_group() {
         })
     });
     assert_eq!(r.unwrap_err().to_string(), "task failed: first");
-    let events = capture.0.lock().unwrap().clone();
+    let events = capture.all();
     let later: Vec<_> = events
         .iter()
-        .filter(|e| e.field("manager") == Some("async_contextlib::TaskGroup"))
+        .filter(|e| e.text.contains("manager=async_contextlib::TaskGroup"))
         // A slow-exit warning may come too on a loaded machine.
-        .filter(|e| {
-            e.field("message")
-                .is_some_and(|m| m.contains("earlier failure"))
-        })
+        .filter(|e| e.text.contains("earlier failure"))
         .collect();
     assert_eq!(later.len(), 1, "{events:?}");
     assert_eq!(later[0].level, tracing::Level::WARN);
-    let error = later[0].field("error").unwrap();
-    assert!(error.contains("destructor of an aborted task"), "{error}");
+    let text = &later[0].text;
+    assert!(
+        text.contains("error=panicked: destructor of an aborted task"),
+        "{text}"
+    );
 }
