@@ -17,6 +17,45 @@ use tokio::sync::{
 
 use crate::{AsyncContextManager, Outcome, OwnedManager, SendManager};
 
+/// The manager impls of a lock manager that borrows its lock (`field`):
+/// `enter` takes it with `acquire` and keeps the guard, lending `&T` or
+/// (`[mut]`) `&mut T`; `exit`, or dropping the manager, releases it.
+macro_rules! borrowed_lock_manager {
+    ($ty:ident, $field:ident, $acquire:ident, [$($mut:tt)?], $name:literal) => {
+        impl<'m, T: ?Sized> AsyncContextManager for $ty<'m, T> {
+            type Value<'a>
+                = &'a $($mut)? T
+            where
+                Self: 'a;
+            type Error = Infallible;
+
+            async fn enter(&mut self) -> Result<&$($mut)? T, Infallible> {
+                let lock = self.$field;
+                Ok(&$($mut)? **self.guard.insert(lock.$acquire().await))
+            }
+
+            async fn exit(&mut self, _outcome: Outcome) -> Result<(), Infallible> {
+                self.guard = None;
+                Ok(())
+            }
+
+            fn name(&self) -> &'static str {
+                $name
+            }
+        }
+
+        impl<T: ?Sized> SendManager for $ty<'_, T>
+        where
+            Self: Send,
+        {
+            async fn exit_owned(self, _outcome: Outcome) -> Result<(), Infallible> {
+                drop(self);
+                Ok(())
+            }
+        }
+    };
+}
+
 /// Locks `mutex` for the scope and lends the block `&mut T` (Python's
 /// `async with lock:`). Released when the scope ends, on every path.
 ///
@@ -42,37 +81,7 @@ pub struct Locked<'m, T: ?Sized> {
     guard: Option<MutexGuard<'m, T>>,
 }
 
-impl<'m, T: ?Sized> AsyncContextManager for Locked<'m, T> {
-    type Value<'a>
-        = &'a mut T
-    where
-        Self: 'a;
-    type Error = Infallible;
-
-    async fn enter(&mut self) -> Result<&mut T, Infallible> {
-        let mutex: &'m Mutex<T> = self.mutex;
-        Ok(&mut **self.guard.insert(mutex.lock().await))
-    }
-
-    async fn exit(&mut self, _outcome: Outcome) -> Result<(), Infallible> {
-        self.guard = None;
-        Ok(())
-    }
-
-    fn name(&self) -> &'static str {
-        "async_contextlib::locked"
-    }
-}
-
-impl<T: ?Sized> SendManager for Locked<'_, T>
-where
-    Self: Send,
-{
-    async fn exit_owned(self, _outcome: Outcome) -> Result<(), Infallible> {
-        drop(self);
-        Ok(())
-    }
-}
+borrowed_lock_manager!(Locked, mutex, lock, [mut], "async_contextlib::locked");
 
 /// Locks a shared `Arc<Mutex<T>>` for the scope and lends the block
 /// `&mut T`, like [`locked`]; the manager owns the `Arc`, so it is an
@@ -176,37 +185,7 @@ pub struct ReadLocked<'m, T: ?Sized> {
     guard: Option<RwLockReadGuard<'m, T>>,
 }
 
-impl<'m, T: ?Sized> AsyncContextManager for ReadLocked<'m, T> {
-    type Value<'a>
-        = &'a T
-    where
-        Self: 'a;
-    type Error = Infallible;
-
-    async fn enter(&mut self) -> Result<&T, Infallible> {
-        let rw: &'m RwLock<T> = self.rw;
-        Ok(&**self.guard.insert(rw.read().await))
-    }
-
-    async fn exit(&mut self, _outcome: Outcome) -> Result<(), Infallible> {
-        self.guard = None;
-        Ok(())
-    }
-
-    fn name(&self) -> &'static str {
-        "async_contextlib::read_locked"
-    }
-}
-
-impl<T: ?Sized> SendManager for ReadLocked<'_, T>
-where
-    Self: Send,
-{
-    async fn exit_owned(self, _outcome: Outcome) -> Result<(), Infallible> {
-        drop(self);
-        Ok(())
-    }
-}
+borrowed_lock_manager!(ReadLocked, rw, read, [], "async_contextlib::read_locked");
 
 /// Takes the exclusive (write) lock on `rw` for the scope and lends the
 /// block `&mut T` (`async with rw.writer:`).
@@ -233,37 +212,7 @@ pub struct WriteLocked<'m, T: ?Sized> {
     guard: Option<RwLockWriteGuard<'m, T>>,
 }
 
-impl<'m, T: ?Sized> AsyncContextManager for WriteLocked<'m, T> {
-    type Value<'a>
-        = &'a mut T
-    where
-        Self: 'a;
-    type Error = Infallible;
-
-    async fn enter(&mut self) -> Result<&mut T, Infallible> {
-        let rw: &'m RwLock<T> = self.rw;
-        Ok(&mut **self.guard.insert(rw.write().await))
-    }
-
-    async fn exit(&mut self, _outcome: Outcome) -> Result<(), Infallible> {
-        self.guard = None;
-        Ok(())
-    }
-
-    fn name(&self) -> &'static str {
-        "async_contextlib::write_locked"
-    }
-}
-
-impl<T: ?Sized> SendManager for WriteLocked<'_, T>
-where
-    Self: Send,
-{
-    async fn exit_owned(self, _outcome: Outcome) -> Result<(), Infallible> {
-        drop(self);
-        Ok(())
-    }
-}
+borrowed_lock_manager!(WriteLocked, rw, write, [mut], "async_contextlib::write_locked");
 
 /// Acquires `permits` permits of `semaphore` for the scope (Python's
 /// `async with sem:`, which takes one) and lends the block the number
