@@ -15,6 +15,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use async_contextlib::testing::Recorder;
 use async_contextlib::{
     AsyncContextManager, Failure, NullContext, Outcome, Panic, nullcontext, with_scope,
 };
@@ -847,7 +848,7 @@ impl From<io::Error> for DebugOnly {
 
 #[tokio::test]
 async fn a_debug_only_block_error_typed_on_the_let_compiles_and_is_described() {
-    let recorder = async_contextlib::testing::Recorder::new("debug-only");
+    let recorder = Recorder::new("debug-only");
     let r: Result<u32, DebugOnly> = with_scope!(recorder.manager() => {
         let n: u32 = "x".parse().map_err(|_| io::Error::other("not a number"))?;
         Ok(n)
@@ -859,6 +860,76 @@ async fn a_debug_only_block_error_typed_on_the_let_compiles_and_is_described() {
             assert!(f.is::<DebugOnly>());
         }
         other => panic!("{other:?}"),
+    }
+}
+
+fn parse_debug_only(s: &str) -> Result<u32, DebugOnly> {
+    s.parse()
+        .map_err(|_| DebugOnly::Io(io::Error::other("not a number")))
+}
+
+/// `?` inside the block and after the scope (issue 12): the error type is
+/// settled only by the `?` after, too late for a `Debug`-only type (a
+/// trybuild case pins the message). The two fixes the message offers
+/// compile and describe the failure to the exit.
+async fn both_sides_stated_in_the_block(recorder: &Recorder) -> Result<u32, DebugOnly> {
+    let n = with_scope!(recorder.manager() => {
+        let k = parse_debug_only("x")?;
+        Ok::<_, DebugOnly>(k)
+    })?;
+    Ok(n)
+}
+
+async fn both_sides_stated_on_the_let(recorder: &Recorder) -> Result<u32, DebugOnly> {
+    let r: Result<_, DebugOnly> = with_scope!(recorder.manager() => {
+        let k = parse_debug_only("x")?;
+        Ok(k)
+    });
+    Ok(r?)
+}
+
+#[derive(Debug)]
+struct Shown;
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a number")
+    }
+}
+
+/// A `Display` error needs neither, where the `?` after the scope settles
+/// the type at all (its type has no `From` impl but the identity): the
+/// scope's first choice fits it.
+async fn both_sides_with_a_display_error(recorder: &Recorder) -> Result<u32, Shown> {
+    let n = with_scope!(recorder.manager() => {
+        let k: u32 = "x".parse().map_err(|_| Shown)?;
+        Ok(k)
+    })?;
+    Ok(n)
+}
+
+#[tokio::test]
+async fn question_marks_on_both_sides_compile_with_the_error_type_stated_once() {
+    let recorder = Recorder::new("both-sides");
+    assert!(matches!(
+        both_sides_stated_in_the_block(&recorder).await,
+        Err(DebugOnly::Io(_))
+    ));
+    assert!(matches!(
+        both_sides_stated_on_the_let(&recorder).await,
+        Err(DebugOnly::Io(_))
+    ));
+    assert!(both_sides_with_a_display_error(&recorder).await.is_err());
+    let outcomes = recorder.outcomes();
+    assert_eq!(outcomes.len(), 3);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Outcome::Failed(f) => {
+                assert!(f.message().contains("not a number"), "{}", f.message());
+                assert_eq!(f.is::<DebugOnly>(), i < 2);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 

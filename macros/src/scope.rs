@@ -425,7 +425,7 @@ fn expand_manager(
         let mut #guard = #krate::__private::Guard::new(#held, #detach);
         let #convert = #scope.converter(&#guard, |#error| {
             let __acm_f = (&&&#krate::__private::Describe(&#error)).__acm_failure();
-            (__acm_f, #krate::__private::Raise::new(#error).__acm_raise())
+            (__acm_f, #krate::__private::Raise::new(#error).__acm_raise(|__acm_e| <_ as ::core::convert::From<_>>::from(__acm_e)))
         });
     };
     // The exit's borrow of the guard is located on the binding: a lent

@@ -72,11 +72,25 @@ impl<T> Clone for Classify<'_, T> {
 impl<T> Copy for Classify<'_, T> {}
 
 /// `Result<T, E: Display>`.
-pub trait ClassifyDisplay {
+///
+/// This tier is tried first, so it is the one method lookup picks while the
+/// error type is still unknown at the block (settled only by a `?` or a
+/// type after the scope). If that type then has no `Display`, the error is
+/// reported here, on the user's block, with what to write instead: the impl
+/// is hidden from the message (`do_not_recommend`), which would otherwise
+/// say only "`E` doesn't implement `Display`" and point into this file.
+#[diagnostic::on_unimplemented(
+    message = "the error type of this `with_scope!` block is settled only after the block, and `{E}` has no `Display`",
+    label = "the scope must know its block's error type here, at the block",
+    note = "`with_scope!` describes a failing block to its managers' exits by the error's `Display`, else its `Debug`; it chooses while checking the block, before a `?` or a type after the scope settles the error type",
+    note = "state the error type where the block ends, `Ok::<_, {E}>(..)`, or on the scope's `let`, `let r: Result<_, {E}> = with_scope!(..);`"
+)]
+pub trait ClassifyDisplay<E> {
     /// The outcome.
     fn __acm_outcome(&self) -> Outcome;
 }
-impl<T, E: Display> ClassifyDisplay for &&&Classify<'_, Result<T, E>> {
+#[diagnostic::do_not_recommend]
+impl<T, E: Display> ClassifyDisplay<E> for &&&Classify<'_, Result<T, E>> {
     #[inline]
     fn __acm_outcome(&self) -> Outcome {
         match self.0 {
@@ -130,7 +144,11 @@ impl<T> ClassifyOther for Classify<'_, T> {
 
 /// Turns a manager's error into the scope's value: any type for
 /// `Infallible` (the error cannot exist), else `Err(F::from(e))`.
-/// Call as `Raise::new(error).__acm_raise()`.
+/// Call as `Raise::new(error).__acm_raise(|e| From::from(e))`: the
+/// conversion is written at the call site, so that a block whose error type
+/// cannot be inferred (one that only panics) is reported there, on the
+/// user's manager, rather than at a bound in this module. The tiers that
+/// convert nothing take it as an identity, which it then is.
 #[derive(Debug)]
 pub struct Raise<E>(Option<E>);
 
@@ -145,11 +163,11 @@ impl<E> Raise<E> {
 /// `Infallible`: no constraint on the block's type.
 pub trait RaiseNever {
     /// Unreachable: there is no `Infallible` value.
-    fn __acm_raise<R>(self) -> R;
+    fn __acm_raise<R>(self, convert: impl FnOnce(Infallible) -> Infallible) -> R;
 }
 impl RaiseNever for Raise<Infallible> {
     #[inline]
-    fn __acm_raise<R>(self) -> R {
+    fn __acm_raise<R>(self, _: impl FnOnce(Infallible) -> Infallible) -> R {
         match self.0 {
             Some(never) => match never {},
             None => unreachable!(),
@@ -161,24 +179,24 @@ impl RaiseNever for Raise<Infallible> {
 /// `Option` and the scope evaluates to `None`.
 pub trait RaiseNone {
     /// `None`.
-    fn __acm_raise<T>(self) -> Option<T>;
+    fn __acm_raise<T>(self, convert: impl FnOnce(crate::MovedOn) -> crate::MovedOn) -> Option<T>;
 }
 impl RaiseNone for Raise<crate::MovedOn> {
     #[inline]
-    fn __acm_raise<T>(self) -> Option<T> {
+    fn __acm_raise<T>(self, _: impl FnOnce(crate::MovedOn) -> crate::MovedOn) -> Option<T> {
         None
     }
 }
 
 /// Any other error: the block must be a `Result` whose error absorbs it.
 pub trait RaiseFrom<E> {
-    /// `Err(F::from(error))`.
-    fn __acm_raise<T, F: From<E>>(self) -> Result<T, F>;
+    /// `Err(convert(error))`.
+    fn __acm_raise<T, F>(self, convert: impl FnOnce(E) -> F) -> Result<T, F>;
 }
 impl<E> RaiseFrom<E> for &mut Raise<E> {
     #[inline]
-    fn __acm_raise<T, F: From<E>>(self) -> Result<T, F> {
-        Err(F::from(
+    fn __acm_raise<T, F>(self, convert: impl FnOnce(E) -> F) -> Result<T, F> {
+        Err(convert(
             self.0.take().expect("async-contextlib: error raised twice"),
         ))
     }
