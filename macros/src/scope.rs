@@ -330,6 +330,16 @@ fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
 pub(crate) fn expand(input: &Input) -> TokenStream {
     let krate = &input.krate;
     let scope = Ident::new("__acm_scope", Span::mixed_site());
+    // Named with the user's hygiene (the first manager's span): `Check`'s
+    // call, on each manager's tokens, must be in their syntax context for
+    // rustc to report a value that is not a manager on them.
+    let check = Ident::new(
+        "__AcmCheck",
+        input
+            .managers
+            .first()
+            .map_or_else(Span::call_site, |m| m.expr.span()),
+    );
     let block_tokens = input.block.stream();
     let names = input.managers.iter().flat_map(|m| match &m.binding {
         Binding::Name { mutable, ident } => vec![(ident.clone(), *mutable)],
@@ -374,9 +384,10 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
         {
             #[allow(unused_imports)]
             use #krate::__private::{
-                ClassifyDebug as _, ClassifyDisplay as _, ClassifyOpaque as _, ClassifyOther as _,
+                CheckManager as _, ClassifyDebug as _, ClassifyDisplay as _, ClassifyOpaque as _, ClassifyOther as _,
                 DescribeDebug as _, DescribeDisplay as _, DescribeOpaque as _,
                 PickDetach as _, PickInPlace as _, RaiseFrom as _, RaiseNever as _, RaiseNone as _,
+                Check as #check,
             };
             let mut #scope = #krate::__private::Scope::new();
             // Never taken: gives the scope the type its context expects
@@ -407,6 +418,9 @@ fn expand_manager(
     let error = Ident::new("__acm_e", mixed);
     let expr = &manager.expr;
     let span = expr.span();
+    // `__private::Check`, imported by `expand` and named here on the
+    // manager's tokens: a value that is not a manager is reported there.
+    let check = Ident::new("__AcmCheck", span);
     let bind = match &manager.binding {
         Binding::Name { mutable, ident } => {
             let mutability = mutable.then(|| quote!(mut));
@@ -420,7 +434,7 @@ fn expand_manager(
         Binding::None | Binding::Wild => quote!(),
     };
     let setup = quote_spanned! {span=>
-        let #held = #expr;
+        let #held = #check(#expr).__acm_manager();
         let #detach = (&&#krate::__private::Probe::new(&#held, #krate::__private::exit_task)).__acm_detach();
         let mut #guard = #krate::__private::Guard::new(#held, #detach);
         let #convert = #scope.converter(&#guard, |#error| {

@@ -104,9 +104,9 @@ pub mod __private {
     pub use crate::managers::boxed::FromParts;
     pub use crate::scope::Scope;
     pub use crate::scope::dispatch::{
-        Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque, ClassifyOther, Describe,
-        DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach, PickInPlace, Probe, Raise,
-        RaiseFrom, RaiseNever, RaiseNone,
+        Check, CheckManager, Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque,
+        ClassifyOther, Describe, DescribeDebug, DescribeDisplay, DescribeOpaque, PickDetach,
+        PickInPlace, Probe, Raise, RaiseFrom, RaiseNever, RaiseNone,
     };
     pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
 

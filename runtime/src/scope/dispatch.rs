@@ -13,6 +13,61 @@ use std::marker::PhantomData;
 use super::guard::{Detachable, InPlace};
 use crate::{AsyncContextManager, Failure, Outcome, OwnedManager};
 
+/// Checks that a `with_scope!` manager is one, before anything else uses
+/// it. Call as `Check(manager).__acm_manager()`: a manager passes through
+/// ([`CheckManager`], by value); anything else reaches the inherent method,
+/// whose bound fails with the trait's own message, once, on the user's
+/// expression, and which hands the rest of the expansion a stand-in
+/// manager ([`NotAManager`]), so that no follow-on error repeats it.
+#[derive(Debug)]
+pub struct Check<M>(pub M);
+
+/// A manager: itself.
+pub trait CheckManager {
+    /// The manager.
+    type Manager;
+    /// The manager.
+    fn __acm_manager(self) -> Self::Manager;
+}
+impl<M: AsyncContextManager> CheckManager for Check<M> {
+    type Manager = M;
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "an identity")]
+    fn __acm_manager(self) -> M {
+        self.0
+    }
+}
+
+impl<M> Check<M> {
+    /// Not a manager: the error, and a stand-in.
+    #[allow(clippy::unused_self, reason = "never called: its bound fails")]
+    pub fn __acm_manager(&self) -> NotAManager
+    where
+        M: AsyncContextManager,
+    {
+        NotAManager(())
+    }
+}
+
+/// What a scope enters in place of a value that is not a manager, after
+/// the compile error that says so. It cannot be built outside this module
+/// (the only fn returning it has a bound its callers fail).
+#[derive(Debug)]
+pub struct NotAManager(());
+
+impl AsyncContextManager for NotAManager {
+    type Value<'a> = NotAManager;
+    type Error = Infallible;
+
+    async fn enter(&mut self) -> Result<NotAManager, Infallible> {
+        Ok(NotAManager(()))
+    }
+
+    async fn exit(&mut self, _outcome: Outcome) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
 /// Describes a manager's error: `Display`, else `Debug`, else its type name.
 /// Call as `(&&&Describe(&error)).__acm_failure()`.
 #[derive(Debug)]
