@@ -885,7 +885,8 @@ async fn both_sides_stated_on_the_let(recorder: &Recorder) -> Result<u32, DebugO
         let k = parse_debug_only("x")?;
         Ok(k)
     });
-    Ok(r?)
+    let n = r?;
+    Ok(n)
 }
 
 #[derive(Debug)]

@@ -437,6 +437,9 @@ fn expand_manager(
         let #held = #check(#expr).__acm_manager();
         let #detach = (&&#krate::__private::Probe::new(&#held, #krate::__private::exit_task)).__acm_detach();
         let mut #guard = #krate::__private::Guard::new(#held, #detach);
+        // The conversion is spelled out on the user's tokens (see `Raise`):
+        // clippy must not read it as theirs.
+        #[allow(clippy::redundant_closure, clippy::useless_conversion)]
         let #convert = #scope.converter(&#guard, |#error| {
             let __acm_f = (&&&#krate::__private::Describe(&#error)).__acm_failure();
             (__acm_f, #krate::__private::Raise::new(#error).__acm_raise(|__acm_e| <_ as ::core::convert::From<_>>::from(__acm_e)))
