@@ -93,3 +93,24 @@ fn expansions_are_hygienic() {
     });
     assert_eq!(out, 5 + 1 + 5);
 }
+
+/// A user's `macro_rules!` that writes a `with_scope!` of its own managers
+/// around the caller's: the expansion's names resolve whichever context
+/// each manager's tokens come from, and a scope nested in another's block
+/// re-imports them without clashing.
+macro_rules! with_plain {
+    ($m:expr, $name:ident => $block:block) => {
+        with_scope!(plain(10) as base, $m as $name => { base + $block })
+    };
+}
+
+#[test]
+fn scopes_written_by_a_users_macro_are_hygienic() {
+    let out = ::futures::executor::block_on(async {
+        with_plain!(plain(2), two => {
+            let inner = with_plain!(lending(two), n => { *n });
+            two + inner
+        })
+    });
+    assert_eq!(out, 10 + 2 + (10 + 3));
+}
