@@ -136,6 +136,19 @@
 //! (an error-level `tracing` event naming the manager) and counted in
 //! [`stats`]`().exit_failures` — never silently lost.
 //!
+//! # Compile errors, and what they mean
+//!
+//! Most mistakes are reported in the library's own words, on your tokens
+//! (a second `yield_!`, a value that is not a manager, an `Ok(())` at the
+//! end of a manager fn, an error type settled too late). A few still reach
+//! you in rustc's words, because rustc does not let a library reword them:
+//!
+//! | rustc says | the mistake | write instead |
+//! |---|---|---|
+//! | "`Generator<impl Future<..>, ..>` is not a future", on `resource().await`, with a suggestion to add `async` before the attribute | a manager fn's value is a manager, entered by a scope; it is not awaited | `with_scope!(resource() as r => { .. })` (ignore the `async` suggestion: the fn is already `async`) |
+//! | "cannot borrow value as mutable more than once at a time" on the binding, then "temporary value dropped while borrowed" | a value lent to the block (`&mut T`) is kept after the block, past the manager's exit | copy or clone what you need out of the block, or return an owned value from it |
+//! | "type annotations needed for `Result<_, _>`", "cannot satisfy `_: From<E>`" | the scope's type is not known: its block never produces a value (it only panics, or is `todo!()`) | give the `let` a type, `let r: Result<(), E> = with_scope!(..)` |
+//!
 //! # Minimum Rust version
 //!
 //! 1.85 (the crates are edition 2024). Generated managers also work from
