@@ -364,6 +364,9 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
     // `&String`) can still be a scope of `Box<dyn Trait>` (or `&str`) now
     // that the context's type reaches the scope first.
     let witness = Ident::new("__acm_w", Span::mixed_site());
+    // On the macro's call, like the enter's and exit's: outside `async`,
+    // rustc then reports the three awaits as one error.
+    let body_await = quote!(.await);
     let mut inner = quote_spanned! {block.span()=>
         let #witness = #scope.witness();
         #scope.body(
@@ -375,7 +378,7 @@ pub(crate) fn expand(input: &Input) -> TokenStream {
                 #result
             },
             |#result| { let #outcome = #classify; (#result, #outcome) },
-        ).await;
+        )#body_await;
     };
     for (i, manager) in input.managers.iter().enumerate().rev() {
         inner = expand_manager(krate, &scope, i, manager, &inner);
