@@ -146,7 +146,7 @@
 //! | rustc says | the mistake | write instead |
 //! |---|---|---|
 //! | "`Generator<impl Future<..>, ..>` is not a future", on `resource().await`, with a suggestion to add `async` before the attribute | a manager fn's value is a manager, entered by a scope; it is not awaited | `with_scope!(resource() as r => { .. })` (ignore the `async` suggestion: the fn is already `async`) |
-//! | "cannot borrow value as mutable more than once at a time" on the binding, then "temporary value dropped while borrowed" | a value lent to the block (`&mut T`) is kept after the block, past the manager's exit | copy or clone what you need out of the block, or return an owned value from it |
+//! | "cannot borrow value as immutable because it is also borrowed as mutable" on the binding, "mutable borrow later used here" on a use after the scope | a value lent to the block (`&mut T`) is kept after the block, past the manager's exit | copy or clone what you need out of the block, or return an owned value from it |
 //! | "type annotations needed for `Result<_, _>`", "cannot satisfy `_: From<E>`" | the scope's type is not known: its block never produces a value (it only panics, or is `todo!()`) | give the `let` a type, `let r: Result<(), E> = with_scope!(..)` |
 //!
 //! # Minimum Rust version

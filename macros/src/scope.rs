@@ -448,26 +448,29 @@ fn expand_manager(
             (__acm_f, #krate::__private::Raise::new(#error).__acm_raise(|__acm_e| <_ as ::core::convert::From<_>>::from(__acm_e)))
         });
     };
-    // The exit's borrow of the guard is located on the binding: a lent
-    // value kept past the block is then reported as a second borrow there
-    // (at the enter's span, rustc would call the two the iterations of a
-    // loop).
-    let exit_span = match &manager.binding {
+    // A lent value kept past the block must be one error, named on the
+    // binding. Every borrow of the guard is located there: the enter's
+    // (which the value borrows), a shared one once the block is done, and
+    // the exit's. The shared one is the error ("cannot borrow as immutable
+    // because it is also borrowed as mutable"; two mutable borrows at one
+    // span would be called a loop's iterations). rustc reports one error
+    // per place and span, so the exit's conflict and the guard's end of
+    // life (a "temporary value dropped while borrowed") are not repeated.
+    let at = match &manager.binding {
         Binding::Name { ident, .. } => ident.span(),
         Binding::Pattern { pat, .. } => pat.span(),
         Binding::None | Binding::Wild => span,
     };
-    let borrow_at = |at: Span| {
-        let guard = Ident::new(&guard.to_string(), mixed.located_at(at));
-        quote_spanned!(at=> &mut #guard)
-    };
-    let exit_borrow = borrow_at(exit_span);
+    let located = Ident::new(&guard.to_string(), mixed.located_at(at));
+    let borrow = quote_spanned!(at=> &mut #located);
+    let done = quote_spanned!(at=> #krate::__private::touch(&#located););
     quote! {
         #setup
-        if let ::core::option::Option::Some(#value) = #scope.enter(&mut #guard, #convert).await {
+        if let ::core::option::Option::Some(#value) = #scope.enter(#borrow, #convert).await {
             #bind
             #inner
         }
-        #scope.exit(#exit_borrow, #convert).await;
+        #done
+        #scope.exit(#borrow, #convert).await;
     }
 }

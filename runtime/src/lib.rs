@@ -110,6 +110,12 @@ pub mod __private {
     };
     pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
 
+    /// A shared borrow of a scope's guard once its block is done: where a
+    /// value lent to the block outlives it, the one error (`scope.rs`).
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "a no-op")]
+    pub fn touch<T: ?Sized>(_: &T) {}
+
     /// The placeholder of a `yield_!` in a manager fn that failed to
     /// compile: its body is kept (type-checked, never run) so that one
     /// mistake gives one error.
