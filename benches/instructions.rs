@@ -15,9 +15,13 @@ fn main() {
     match args.as_slice() {
         [variant, n] => {
             let n: u64 = n.parse().expect("a count");
-            let exits =
-                common::run_variant(variant, n).unwrap_or_else(|| panic!("no variant `{variant}`"));
-            std::hint::black_box(exits);
+            match common::run_variant(variant, n) {
+                Some(exits) => {
+                    std::hint::black_box(exits);
+                }
+                None => common::run_cancel_variant(variant, n)
+                    .unwrap_or_else(|| panic!("no variant `{variant}`")),
+            }
         }
         _ => {
             for (name, size) in common::sizes() {

@@ -12,7 +12,7 @@ ir() {
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf '%-12s %s\n' variant instructions/scope
-for v in bare floor trait trait_2 generated generated_2 nested_3; do
+for v in bare floor trait trait_2 generated generated_2 nested_3 spawn cancelled; do
     base=$(ir "$v" 0)
     full=$(ir "$v" "$n")
     awk -v b="$base" -v f="$full" -v n="$n" -v v="$v" 'BEGIN { printf "%-12s %.1f\n", v, (f - b) / n }'

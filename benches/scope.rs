@@ -5,12 +5,8 @@
 
 mod common;
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Waker};
 
-use async_contextlib::{AsyncContextManager, Outcome, with_scope};
 use common::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -27,25 +23,6 @@ fn happy_path(c: &mut Criterion) {
     black_box(r.exits);
 }
 
-/// An owned hand-written manager: on cancellation its exit is detached.
-struct Owned(u64);
-
-impl AsyncContextManager for Owned {
-    type Value<'a> = u64;
-    type Error = std::convert::Infallible;
-
-    async fn enter(&mut self) -> Result<u64, Self::Error> {
-        Ok(self.0)
-    }
-
-    async fn exit(&mut self, outcome: Outcome) -> Result<(), Self::Error> {
-        self.0 = black_box(self.0 + u64::from(!outcome.is_success()));
-        Ok(())
-    }
-}
-
-impl async_contextlib::OwnedManager for Owned {}
-
 /// SPEC §7: a cancelled scope costs about one `tokio::spawn` of its
 /// remaining exit. Both variants run in one `block_on` on a current-thread
 /// runtime and yield once so the spawned task runs.
@@ -55,33 +32,10 @@ fn cancelled(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("cancel");
     group.bench_function("tokio_spawn_of_the_exit", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut m = Owned(1);
-                drop(tokio::spawn(
-                    async move { m.exit(Outcome::Cancelled).await },
-                ));
-                tokio::task::yield_now().await;
-            });
-        });
+        b.iter(|| rt.block_on(spawn_of_the_exit()));
     });
     group.bench_function("cancelled_scope", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                {
-                    let scope = async {
-                        with_scope!(Owned(1) as v => {
-                            std::future::pending::<()>().await;
-                            v
-                        })
-                    };
-                    let mut scope = pin!(scope);
-                    let pending = scope.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-                    assert!(pending.is_pending());
-                }
-                tokio::task::yield_now().await;
-            });
-        });
+        b.iter(|| rt.block_on(cancelled_scope()));
     });
     group.finish();
 }

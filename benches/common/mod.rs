@@ -186,6 +186,76 @@ pub async fn generated_scope_2(r: &mut Resource) -> u64 {
     with_scope!(generated(r) as v => { black_box(*v * 2) })
 }
 
+// ---------------------------------------------------------------- cancel path
+
+/// An owned hand-written manager: on cancellation its exit is detached.
+pub struct Owned(pub u64);
+
+impl AsyncContextManager for Owned {
+    type Value<'a> = u64;
+    type Error = Infallible;
+
+    async fn enter(&mut self) -> Result<u64, Infallible> {
+        Ok(self.0)
+    }
+
+    async fn exit(&mut self, outcome: Outcome) -> Result<(), Infallible> {
+        self.0 = black_box(self.0 + u64::from(!outcome.is_success()));
+        Ok(())
+    }
+}
+
+impl async_contextlib::OwnedManager for Owned {}
+
+/// The cancel path's baseline (SPEC §7): one `tokio::spawn` of the
+/// manager's exit, run by a yield. Call inside a current-thread runtime.
+pub async fn spawn_of_the_exit() {
+    let mut m = Owned(1);
+    drop(tokio::spawn(
+        async move { m.exit(Outcome::Cancelled).await },
+    ));
+    tokio::task::yield_now().await;
+}
+
+/// A scope over `Owned`, dropped while its block is suspended: its guard
+/// hands the exit to the driver, which the yield lets run.
+pub async fn cancelled_scope() {
+    {
+        let scope = async {
+            with_scope!(Owned(1) as v => {
+                std::future::pending::<()>().await;
+                v
+            })
+        };
+        let mut scope = pin!(scope);
+        let pending = scope.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(pending.is_pending());
+    }
+    tokio::task::yield_now().await;
+}
+
+/// The cancel path's two variants, by name, `n` times in one current-thread
+/// runtime.
+pub fn run_cancel_variant(name: &str, n: u64) -> Option<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    match name {
+        "spawn" => rt.block_on(async {
+            for _ in 0..n {
+                spawn_of_the_exit().await;
+            }
+        }),
+        "cancelled" => rt.block_on(async {
+            for _ in 0..n {
+                cancelled_scope().await;
+            }
+        }),
+        _ => return None,
+    }
+    Some(())
+}
+
 /// Calls `$m! { "name" => fn, ... }` with every variant, so that each
 /// bench lists them in one place.
 #[macro_export]

@@ -2,10 +2,10 @@
 //! exit finishing in place carries a [`Ticket`] for as long as it lives.
 //! `drain` waits for none to be left; `drain_timeout` names those that are.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use slab::Slab;
 use tokio::sync::Notify;
 
 use super::{diag, stats};
@@ -38,22 +38,21 @@ impl Kind {
 
 /// Live tickets (everything `drain` waits for).
 static LIVE: AtomicU64 = AtomicU64::new(0);
-static NEXT: AtomicU64 = AtomicU64::new(0);
 pub(crate) static DRAINED: Notify = Notify::const_new();
 
-fn registry() -> MutexGuard<'static, HashMap<u64, (&'static str, Kind)>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<u64, (&'static str, Kind)>>> = OnceLock::new();
-    REGISTRY
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+/// The names of the live tickets, for `drain_timeout`'s report: a slab (a
+/// free list over a `Vec`), so that a ticket costs an index, not a hash,
+/// on the cancel path (`benches/instructions.sh cancelled`).
+fn registry() -> MutexGuard<'static, Slab<&'static str>> {
+    static REGISTRY: Mutex<Slab<&'static str>> = Mutex::new(Slab::new());
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Counts work as held while it lives. Dropped before [`Ticket::done`],
 /// detached work is counted `lost` and reported with its name.
 #[derive(Debug)]
 pub(crate) struct Ticket {
-    id: u64,
+    key: usize,
     name: &'static str,
     kind: Kind,
     done: bool,
@@ -61,14 +60,13 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     pub(crate) fn new(name: &'static str, kind: Kind) -> Ticket {
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        registry().insert(id, (name, kind));
+        let key = registry().insert(name);
         LIVE.fetch_add(1, Ordering::Relaxed);
         if kind != Kind::InPlace {
             stats::pending_add();
         }
         Ticket {
-            id,
+            key,
             name,
             kind,
             done: false,
@@ -83,7 +81,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        registry().remove(&self.id);
+        registry().try_remove(self.key);
         if self.kind != Kind::InPlace {
             if !self.done {
                 stats::lost(self.name, matches!(self.kind, Kind::Exit | Kind::Blocking));
@@ -106,7 +104,7 @@ pub(crate) fn live() -> u64 {
 
 /// The names of what is held now, sorted.
 pub(crate) fn names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = registry().values().map(|(name, _)| *name).collect();
+    let mut names: Vec<&'static str> = registry().iter().map(|(_, name)| *name).collect();
     names.sort_unstable();
     names
 }
