@@ -33,7 +33,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use self::guard::{Detach, Guard, Meta, State};
-use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step, Token};
+use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step, Tokens};
 use crate::driver::diag::{self, Clock};
 use crate::driver::watch::{self, Hooks, Phase};
 use crate::driver::{cascade, in_place, stats};
@@ -53,10 +53,11 @@ pub struct Scope<R> {
     outcome: ManuallyDrop<Outcome>,
     panic: ManuallyDrop<Option<Payload>>,
     depth: u32,
+    /// `Some` while a deadline or a cancellation token bounds the scope.
     active: Option<Active>,
-    /// The cancellation tokens of the entered `cancelled_by` managers,
-    /// outermost first (empty, unallocated, in most scopes).
-    tokens: Vec<Token>,
+    /// The cancellation tokens of the entered `cancelled_by` managers
+    /// (a null pointer in most scopes).
+    tokens: Tokens,
     /// Set when a deadline cut the body: the depth of the manager that owns it.
     cut: Option<u32>,
     finished: bool,
@@ -136,7 +137,7 @@ impl<R> Scope<R> {
             panic: ManuallyDrop::new(None),
             depth: 0,
             active: None,
-            tokens: Vec::new(),
+            tokens: Tokens::new(),
             cut: None,
             finished: false,
             exit_error: false,
@@ -176,26 +177,31 @@ impl<R> Scope<R> {
         let active = self.active;
         let (manager, meta) = guard.parts();
         meta.scope = addr;
-        meta.moves_on = M::__MOVES_ON;
+        if M::__MOVES_ON {
+            meta.moves_on = true;
+        }
         // User code: a panic here is the manager's, caught like one in
         // its enter.
         let prelude = catch_unwind(AssertUnwindSafe(|| {
             (manager.name(), manager.deadline(), manager.__cut_by())
         }));
-        let (name, deadline, token, early, bounded) = match prelude {
+        let (name, bounds, early, bounded) = match prelude {
             Ok((name, deadline, token)) => {
                 let enter = Lazy::new(move || manager.enter());
+                let bounds = match (deadline, token) {
+                    (Some(deadline), token) => Some(Bounds::Deadline(deadline, token)),
+                    (None, Some((token, error))) => Some(Bounds::Token(token, error)),
+                    (None, None) => None,
+                };
                 (
                     name,
-                    deadline,
-                    token,
+                    bounds,
                     None,
-                    Some(Bounded::new(Step::new(enter, addr), active, &self.tokens)),
+                    Some(Bounded::new(enter, addr, active, &self.tokens)),
                 )
             }
             Err(payload) => (
                 "<a manager whose name() panicked>",
-                None,
                 None,
                 Some(payload),
                 None,
@@ -210,8 +216,7 @@ impl<R> Scope<R> {
             scope: self,
             meta,
             convert: Some(convert),
-            deadline,
-            token: Rare::new(token),
+            bounds: Rare::new(bounds),
             early: Rare::new(early),
             span: Rare::new(diag::span!("enter", manager = name)),
             bounded,
@@ -234,7 +239,7 @@ impl<R> Scope<R> {
     {
         let addr = self.addr();
         let active = self.active;
-        let bounded = Bounded::new(Step::new(body, addr), active, &self.tokens);
+        let bounded = Bounded::new(body, addr, active, &self.tokens);
         Body {
             scope: self,
             classify: Some(classify),
@@ -295,11 +300,8 @@ impl<R> Scope<R> {
             Some(owner) if depth >= owner => Outcome::Cancelled,
             _ => Outcome::clone(&self.outcome),
         };
-        if guard.meta.has_deadline {
-            self.active = guard.meta.prev_active;
-        }
-        if guard.meta.has_token {
-            self.tokens.pop();
+        if guard.meta.bounds {
+            self.unbound(&guard.meta);
         }
         let addr = self.addr();
         let label = outcome.label();
@@ -424,6 +426,52 @@ impl<R> Scope<R> {
         result.expect("async-contextlib: internal error: a scope finished without a value")
     }
 
+    /// Adds a just-entered manager's deadline and token to the scope's
+    /// bounds (out of line: most managers have neither).
+    #[cold]
+    #[inline(never)]
+    fn bound<E>(&mut self, meta: &mut Meta<E>, bounds: Bounds<E>) {
+        let (deadline, token) = match bounds {
+            Bounds::Deadline(deadline, token) => (Some(deadline), token),
+            Bounds::Token(token, error) => (None, Some((token, error))),
+        };
+        meta.bounds = true;
+        meta.prev_active = self.active;
+        if let Some(deadline) = deadline {
+            meta.deadline_error = Some(deadline.error);
+            let earlier = match self.active {
+                Some(Active { at: Some(at), .. }) => deadline.at < at,
+                _ => true,
+            };
+            if earlier {
+                self.active = Some(Active {
+                    at: Some(deadline.at),
+                    owner: self.depth,
+                });
+            }
+        }
+        if let Some((token, error)) = token {
+            meta.has_token = true;
+            meta.deadline_error = Some(error);
+            self.tokens.push((token, self.depth));
+            // The bit a bounded step tests: the scope has a token.
+            if self.active.is_none() {
+                self.active = Some(Active { at: None, owner: 0 });
+            }
+        }
+    }
+
+    /// Takes an exiting manager's deadline and token off the scope's
+    /// bounds (exits run innermost first, so the previous bounds return).
+    #[cold]
+    #[inline(never)]
+    fn unbound<E>(&mut self, meta: &Meta<E>) {
+        self.active = meta.prev_active;
+        if meta.has_token {
+            self.tokens.pop();
+        }
+    }
+
     fn cut(&mut self, owner: u32) {
         self.cut = Some(owner);
         *self.outcome = Outcome::Cancelled;
@@ -453,14 +501,25 @@ impl<R> Witness<R> {
     }
 }
 
+/// A manager's deadline and cancellation token, added to the scope's
+/// bounds once it entered. Every variant holds an `E`, so that for an
+/// infallible manager `Option<Bounds<E>>` is zero-sized and its tests fold
+/// away.
+enum Bounds<E> {
+    /// A deadline, and maybe a token.
+    Deadline(Deadline<E>, Option<(CancellationToken, E)>),
+    /// A token alone.
+    Token(CancellationToken, E),
+}
+
 pin_project! {
     struct Enter<'s, 'g, R, E, C, F> {
         scope: &'s mut Scope<R>,
         meta: &'g mut Meta<E>,
         convert: Option<C>,
-        deadline: Option<Deadline<E>>,
-        // Out of line: only `cancelled_by` has one.
-        token: Rare<(CancellationToken, E)>,
+        // Out of line: only `timeout`, `deadline`, `move_on_*` and
+        // `cancelled_by` have one.
+        bounds: Rare<Bounds<E>>,
         // The manager panicked before its enter started.
         early: Rare<Payload>,
         span: Rare<Box<tracing::Span>>,
@@ -499,21 +558,8 @@ where
                 }
                 scope.depth += 1;
                 this.meta.state = State::Entered;
-                if let Some(deadline) = this.deadline.take() {
-                    this.meta.has_deadline = true;
-                    this.meta.deadline_error = Some(deadline.error);
-                    this.meta.prev_active = scope.active;
-                    if scope.active.is_none_or(|a| deadline.at < a.at) {
-                        scope.active = Some(Active {
-                            at: deadline.at,
-                            owner: scope.depth,
-                        });
-                    }
-                }
-                if let Some((token, error)) = this.token.take() {
-                    this.meta.has_token = true;
-                    this.meta.deadline_error = Some(error);
-                    scope.tokens.push((token, scope.depth));
+                if let Some(bounds) = this.bounds.take() {
+                    scope.bound(this.meta, bounds);
                 }
                 Poll::Ready(Some(value))
             }
