@@ -33,7 +33,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use self::guard::{Detach, Guard, Meta, State};
-use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step, Tokens};
+use self::step::{Active, Bound, Bounded, Bounds, Handover, Lazy, Rare, Step};
 use crate::driver::diag::{self, Clock};
 use crate::driver::watch::{self, Hooks, Phase};
 use crate::driver::{cascade, in_place, stats};
@@ -53,11 +53,9 @@ pub struct Scope<R> {
     outcome: ManuallyDrop<Outcome>,
     panic: ManuallyDrop<Option<Payload>>,
     depth: u32,
-    /// `Some` while a deadline or a cancellation token bounds the scope.
-    active: Option<Active>,
-    /// The cancellation tokens of the entered `cancelled_by` managers
-    /// (a null pointer in most scopes).
-    tokens: Tokens,
+    /// The active deadline and the cancellation tokens of the entered
+    /// `timeout`, `move_on_*` and `cancelled_by` managers.
+    bounds: Bounds,
     /// Set when a deadline cut the body: the depth of the manager that owns it.
     cut: Option<u32>,
     finished: bool,
@@ -136,8 +134,7 @@ impl<R> Scope<R> {
             outcome: ManuallyDrop::new(Outcome::Success),
             panic: ManuallyDrop::new(None),
             depth: 0,
-            active: None,
-            tokens: Tokens::new(),
+            bounds: Bounds::new(),
             cut: None,
             finished: false,
             exit_error: false,
@@ -174,7 +171,6 @@ impl<R> Scope<R> {
         C: FnOnce(M::Error) -> (Failure, R),
     {
         let addr = self.addr();
-        let active = self.active;
         let (manager, meta) = guard.parts();
         meta.scope = addr;
         if M::__MOVES_ON {
@@ -185,19 +181,19 @@ impl<R> Scope<R> {
         let prelude = catch_unwind(AssertUnwindSafe(|| {
             (manager.name(), manager.deadline(), manager.__cut_by())
         }));
-        let (name, bounds, early, bounded) = match prelude {
+        let (name, limit, early, bounded) = match prelude {
             Ok((name, deadline, token)) => {
                 let enter = Lazy::new(move || manager.enter());
-                let bounds = match (deadline, token) {
-                    (Some(deadline), token) => Some(Bounds::Deadline(deadline, token)),
-                    (None, Some((token, error))) => Some(Bounds::Token(token, error)),
+                let limit = match (deadline, token) {
+                    (Some(deadline), token) => Some(Limit::Deadline(deadline, token)),
+                    (None, Some((token, error))) => Some(Limit::Token(token, error)),
                     (None, None) => None,
                 };
                 (
                     name,
-                    bounds,
+                    limit,
                     None,
-                    Some(Bounded::new(enter, addr, active, &self.tokens)),
+                    Some(Bounded::new(enter, addr, &self.bounds)),
                 )
             }
             Err(payload) => (
@@ -216,7 +212,7 @@ impl<R> Scope<R> {
             scope: self,
             meta,
             convert: Some(convert),
-            bounds: Rare::new(bounds),
+            limit: Rare::new(limit),
             early: Rare::new(early),
             span: Rare::new(diag::span!("enter", manager = name)),
             bounded,
@@ -238,8 +234,7 @@ impl<R> Scope<R> {
         K: FnOnce(R) -> (R, Outcome),
     {
         let addr = self.addr();
-        let active = self.active;
-        let bounded = Bounded::new(body, addr, active, &self.tokens);
+        let bounded = Bounded::new(body, addr, &self.bounds);
         Body {
             scope: self,
             classify: Some(classify),
@@ -430,21 +425,21 @@ impl<R> Scope<R> {
     /// bounds (out of line: most managers have neither).
     #[cold]
     #[inline(never)]
-    fn bound<E>(&mut self, meta: &mut Meta<E>, bounds: Bounds<E>) {
-        let (deadline, token) = match bounds {
-            Bounds::Deadline(deadline, token) => (Some(deadline), token),
-            Bounds::Token(token, error) => (None, Some((token, error))),
+    fn bound<E>(&mut self, meta: &mut Meta<E>, limit: Limit<E>) {
+        let (deadline, token) = match limit {
+            Limit::Deadline(deadline, token) => (Some(deadline), token),
+            Limit::Token(token, error) => (None, Some((token, error))),
         };
         meta.bounds = true;
-        meta.prev_active = self.active;
+        meta.prev_active = self.bounds.active;
         if let Some(deadline) = deadline {
             meta.deadline_error = Some(deadline.error);
-            let earlier = match self.active {
+            let earlier = match self.bounds.active {
                 Some(Active { at: Some(at), .. }) => deadline.at < at,
                 _ => true,
             };
             if earlier {
-                self.active = Some(Active {
+                self.bounds.active = Some(Active {
                     at: Some(deadline.at),
                     owner: self.depth,
                 });
@@ -453,10 +448,10 @@ impl<R> Scope<R> {
         if let Some((token, error)) = token {
             meta.has_token = true;
             meta.deadline_error = Some(error);
-            self.tokens.push((token, self.depth));
+            self.bounds.tokens.push((token, self.depth));
             // The bit a bounded step tests: the scope has a token.
-            if self.active.is_none() {
-                self.active = Some(Active { at: None, owner: 0 });
+            if self.bounds.active.is_none() {
+                self.bounds.active = Some(Active { at: None, owner: 0 });
             }
         }
     }
@@ -466,9 +461,9 @@ impl<R> Scope<R> {
     #[cold]
     #[inline(never)]
     fn unbound<E>(&mut self, meta: &Meta<E>) {
-        self.active = meta.prev_active;
+        self.bounds.active = meta.prev_active;
         if meta.has_token {
-            self.tokens.pop();
+            self.bounds.tokens.pop();
         }
     }
 
@@ -503,9 +498,9 @@ impl<R> Witness<R> {
 
 /// A manager's deadline and cancellation token, added to the scope's
 /// bounds once it entered. Every variant holds an `E`, so that for an
-/// infallible manager `Option<Bounds<E>>` is zero-sized and its tests fold
+/// infallible manager `Option<Limit<E>>` is zero-sized and its tests fold
 /// away.
-enum Bounds<E> {
+enum Limit<E> {
     /// A deadline, and maybe a token.
     Deadline(Deadline<E>, Option<(CancellationToken, E)>),
     /// A token alone.
@@ -519,7 +514,7 @@ pin_project! {
         convert: Option<C>,
         // Out of line: only `timeout`, `deadline`, `move_on_*` and
         // `cancelled_by` have one.
-        bounds: Rare<Bounds<E>>,
+        limit: Rare<Limit<E>>,
         // The manager panicked before its enter started.
         early: Rare<Payload>,
         span: Rare<Box<tracing::Span>>,
@@ -558,8 +553,8 @@ where
                 }
                 scope.depth += 1;
                 this.meta.state = State::Entered;
-                if let Some(bounds) = this.bounds.take() {
-                    scope.bound(this.meta, bounds);
+                if let Some(limit) = this.limit.take() {
+                    scope.bound(this.meta, limit);
                 }
                 Poll::Ready(Some(value))
             }
@@ -687,7 +682,8 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
     );
 }
 
-#[inline]
+#[inline(always)] // measured: benches/instructions.sh
+#[allow(clippy::inline_always)]
 fn poll_step<E, X: Future<Output = Result<(), E>>>(
     step: ExitStepProj<'_, E, X>,
     cx: &mut Context<'_>,
