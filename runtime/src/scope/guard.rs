@@ -106,9 +106,11 @@ pub(crate) struct Meta<E> {
     pub(crate) scope: usize,
     /// The error a deadline of this manager fails the scope with.
     pub(crate) deadline_error: Option<E>,
-    /// The scope's active deadline before this manager's was pushed.
+    /// The scope's bounds before this manager's were added.
     pub(crate) prev_active: Option<Active>,
-    pub(crate) has_deadline: bool,
+    /// It added a deadline or a token to the scope's bounds: its exit
+    /// restores `prev_active`.
+    pub(crate) bounds: bool,
     /// A cut by its deadline is absorbed (trio's `move_on_after`): the
     /// scope's value becomes what its error raises into, and the managers
     /// outside it see success.
@@ -131,7 +133,7 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
                 scope: 0,
                 deadline_error: None,
                 prev_active: None,
-                has_deadline: false,
+                bounds: false,
                 moves_on: false,
                 has_token: false,
                 watched: Watched::default(),

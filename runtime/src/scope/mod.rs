@@ -33,7 +33,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use self::guard::{Detach, Guard, Meta, State};
-use self::step::{Active, Bound, Bounded, Handover, Lazy, Rare, Step, Token};
+use self::step::{Active, Bound, Bounded, Bounds, Handover, Lazy, Rare, Step};
 use crate::driver::diag::{self, Clock};
 use crate::driver::watch::{self, Hooks, Phase};
 use crate::driver::{cascade, in_place, stats};
@@ -53,10 +53,9 @@ pub struct Scope<R> {
     outcome: ManuallyDrop<Outcome>,
     panic: ManuallyDrop<Option<Payload>>,
     depth: u32,
-    active: Option<Active>,
-    /// The cancellation tokens of the entered `cancelled_by` managers,
-    /// outermost first (empty, unallocated, in most scopes).
-    tokens: Vec<Token>,
+    /// The active deadline and the cancellation tokens of the entered
+    /// `timeout`, `move_on_*` and `cancelled_by` managers.
+    bounds: Bounds,
     /// Set when a deadline cut the body: the depth of the manager that owns it.
     cut: Option<u32>,
     finished: bool,
@@ -135,8 +134,7 @@ impl<R> Scope<R> {
             outcome: ManuallyDrop::new(Outcome::Success),
             panic: ManuallyDrop::new(None),
             depth: 0,
-            active: None,
-            tokens: Vec::new(),
+            bounds: Bounds::new(),
             cut: None,
             finished: false,
             exit_error: false,
@@ -173,29 +171,33 @@ impl<R> Scope<R> {
         C: FnOnce(M::Error) -> (Failure, R),
     {
         let addr = self.addr();
-        let active = self.active;
         let (manager, meta) = guard.parts();
         meta.scope = addr;
-        meta.moves_on = M::__MOVES_ON;
+        if M::__MOVES_ON {
+            meta.moves_on = true;
+        }
         // User code: a panic here is the manager's, caught like one in
         // its enter.
         let prelude = catch_unwind(AssertUnwindSafe(|| {
             (manager.name(), manager.deadline(), manager.__cut_by())
         }));
-        let (name, deadline, token, early, bounded) = match prelude {
+        let (name, limit, early, bounded) = match prelude {
             Ok((name, deadline, token)) => {
                 let enter = Lazy::new(move || manager.enter());
+                let limit = match (deadline, token) {
+                    (Some(deadline), token) => Some(Limit::Deadline(deadline, token)),
+                    (None, Some((token, error))) => Some(Limit::Token(token, error)),
+                    (None, None) => None,
+                };
                 (
                     name,
-                    deadline,
-                    token,
+                    limit,
                     None,
-                    Some(Bounded::new(Step::new(enter, addr), active, &self.tokens)),
+                    Some(Bounded::new(enter, addr, &self.bounds)),
                 )
             }
             Err(payload) => (
                 "<a manager whose name() panicked>",
-                None,
                 None,
                 Some(payload),
                 None,
@@ -210,8 +212,7 @@ impl<R> Scope<R> {
             scope: self,
             meta,
             convert: Some(convert),
-            deadline,
-            token: Rare::new(token),
+            limit: Rare::new(limit),
             early: Rare::new(early),
             span: Rare::new(diag::span!("enter", manager = name)),
             bounded,
@@ -233,8 +234,7 @@ impl<R> Scope<R> {
         K: FnOnce(R) -> (R, Outcome),
     {
         let addr = self.addr();
-        let active = self.active;
-        let bounded = Bounded::new(Step::new(body, addr), active, &self.tokens);
+        let bounded = Bounded::new(body, addr, &self.bounds);
         Body {
             scope: self,
             classify: Some(classify),
@@ -295,11 +295,8 @@ impl<R> Scope<R> {
             Some(owner) if depth >= owner => Outcome::Cancelled,
             _ => Outcome::clone(&self.outcome),
         };
-        if guard.meta.has_deadline {
-            self.active = guard.meta.prev_active;
-        }
-        if guard.meta.has_token {
-            self.tokens.pop();
+        if guard.meta.bounds {
+            self.unbound(&guard.meta);
         }
         let addr = self.addr();
         let label = outcome.label();
@@ -424,6 +421,52 @@ impl<R> Scope<R> {
         result.expect("async-contextlib: internal error: a scope finished without a value")
     }
 
+    /// Adds a just-entered manager's deadline and token to the scope's
+    /// bounds (out of line: most managers have neither).
+    #[cold]
+    #[inline(never)]
+    fn bound<E>(&mut self, meta: &mut Meta<E>, limit: Limit<E>) {
+        let (deadline, token) = match limit {
+            Limit::Deadline(deadline, token) => (Some(deadline), token),
+            Limit::Token(token, error) => (None, Some((token, error))),
+        };
+        meta.bounds = true;
+        meta.prev_active = self.bounds.active;
+        if let Some(deadline) = deadline {
+            meta.deadline_error = Some(deadline.error);
+            let earlier = match self.bounds.active {
+                Some(Active { at: Some(at), .. }) => deadline.at < at,
+                _ => true,
+            };
+            if earlier {
+                self.bounds.active = Some(Active {
+                    at: Some(deadline.at),
+                    owner: self.depth,
+                });
+            }
+        }
+        if let Some((token, error)) = token {
+            meta.has_token = true;
+            meta.deadline_error = Some(error);
+            self.bounds.tokens.push((token, self.depth));
+            // The bit a bounded step tests: the scope has a token.
+            if self.bounds.active.is_none() {
+                self.bounds.active = Some(Active { at: None, owner: 0 });
+            }
+        }
+    }
+
+    /// Takes an exiting manager's deadline and token off the scope's
+    /// bounds (exits run innermost first, so the previous bounds return).
+    #[cold]
+    #[inline(never)]
+    fn unbound<E>(&mut self, meta: &Meta<E>) {
+        self.bounds.active = meta.prev_active;
+        if meta.has_token {
+            self.bounds.tokens.pop();
+        }
+    }
+
     fn cut(&mut self, owner: u32) {
         self.cut = Some(owner);
         *self.outcome = Outcome::Cancelled;
@@ -453,14 +496,25 @@ impl<R> Witness<R> {
     }
 }
 
+/// A manager's deadline and cancellation token, added to the scope's
+/// bounds once it entered. Every variant holds an `E`, so that for an
+/// infallible manager `Option<Limit<E>>` is zero-sized and its tests fold
+/// away.
+enum Limit<E> {
+    /// A deadline, and maybe a token.
+    Deadline(Deadline<E>, Option<(CancellationToken, E)>),
+    /// A token alone.
+    Token(CancellationToken, E),
+}
+
 pin_project! {
     struct Enter<'s, 'g, R, E, C, F> {
         scope: &'s mut Scope<R>,
         meta: &'g mut Meta<E>,
         convert: Option<C>,
-        deadline: Option<Deadline<E>>,
-        // Out of line: only `cancelled_by` has one.
-        token: Rare<(CancellationToken, E)>,
+        // Out of line: only `timeout`, `deadline`, `move_on_*` and
+        // `cancelled_by` have one.
+        limit: Rare<Limit<E>>,
         // The manager panicked before its enter started.
         early: Rare<Payload>,
         span: Rare<Box<tracing::Span>>,
@@ -499,21 +553,8 @@ where
                 }
                 scope.depth += 1;
                 this.meta.state = State::Entered;
-                if let Some(deadline) = this.deadline.take() {
-                    this.meta.has_deadline = true;
-                    this.meta.deadline_error = Some(deadline.error);
-                    this.meta.prev_active = scope.active;
-                    if scope.active.is_none_or(|a| deadline.at < a.at) {
-                        scope.active = Some(Active {
-                            at: deadline.at,
-                            owner: scope.depth,
-                        });
-                    }
-                }
-                if let Some((token, error)) = this.token.take() {
-                    this.meta.has_token = true;
-                    this.meta.deadline_error = Some(error);
-                    scope.tokens.push((token, scope.depth));
+                if let Some(limit) = this.limit.take() {
+                    scope.bound(this.meta, limit);
                 }
                 Poll::Ready(Some(value))
             }
@@ -641,7 +682,8 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
     );
 }
 
-#[inline]
+#[inline(always)] // measured: benches/instructions.sh
+#[allow(clippy::inline_always)]
 fn poll_step<E, X: Future<Output = Result<(), E>>>(
     step: ExitStepProj<'_, E, X>,
     cx: &mut Context<'_>,
