@@ -50,8 +50,10 @@ impl<M> Check<M> {
 }
 
 /// What a scope enters in place of a value that is not a manager, after
-/// the compile error that says so. It cannot be built outside this module
-/// (the only fn returning it has a bound its callers fail).
+/// the compile error that says so. Only `Check`'s inherent fallback makes
+/// one; method lookup reaches it only for non-managers, where its bound
+/// fails. (Called by path on a manager, it gives this inert manager, which
+/// enters and exits doing nothing.)
 #[derive(Debug)]
 pub struct NotAManager(());
 
