@@ -18,7 +18,7 @@ use crate::{AsyncContextManager, Failure, Outcome, OwnedManager};
 /// ([`CheckManager`], by value); anything else reaches the inherent method,
 /// whose bound fails with the trait's own message, once, on the user's
 /// expression, and which hands the rest of the expansion a stand-in
-/// manager ([`NotAManager`]), so that no follow-on error repeats it.
+/// manager (`NotAManager`), so that no follow-on error repeats it.
 #[derive(Debug)]
 pub struct Check<M>(pub M);
 
