@@ -15,18 +15,10 @@ use async_contextlib::{
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-macro_rules! both_flavours {
-    ($($name:ident,)*) => {
-        mod current_thread {
-            $(#[tokio::test(flavor = "current_thread")] async fn $name() { super::$name().await })*
-        }
-        mod multi_thread {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name().await })*
-        }
-    };
-}
+#[path = "../../tests/driver_util/mod.rs"]
+mod driver_util;
 
-both_flavours! {
+driver_util::both_flavours! {
     cut_when_cancelled,
     untouched_when_not_cancelled,
     cancelled_before_start,

@@ -12,18 +12,10 @@ use async_contextlib::{
 };
 use futures::FutureExt;
 
-macro_rules! both_flavours {
-    ($($name:ident,)*) => {
-        mod current_thread {
-            $(#[tokio::test(flavor = "current_thread")] async fn $name() { super::$name().await })*
-        }
-        mod multi_thread {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name().await })*
-        }
-    };
-}
+#[path = "../../tests/driver_util/mod.rs"]
+mod driver_util;
 
-both_flavours! {
+driver_util::both_flavours! {
     cut_is_none,
     finished_is_some,
     inner_see_cancelled_outer_see_success,

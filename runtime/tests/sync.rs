@@ -14,19 +14,10 @@ use async_contextlib::{
 use futures::FutureExt;
 use tokio::sync::{Mutex, RwLock, Semaphore};
 
-/// Runs each test body on a current-thread and a multi-thread runtime.
-macro_rules! both_flavours {
-    ($($name:ident,)*) => {
-        mod current_thread {
-            $(#[tokio::test(flavor = "current_thread")] async fn $name() { super::$name().await })*
-        }
-        mod multi_thread {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name().await })*
-        }
-    };
-}
+#[path = "../../tests/driver_util/mod.rs"]
+mod driver_util;
 
-both_flavours! {
+driver_util::both_flavours! {
     mutex_success,
     mutex_error,
     mutex_panic,

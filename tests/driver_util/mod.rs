@@ -199,6 +199,24 @@ where
     current_thread().block_on(test("current_thread"));
 }
 
+/// Makes each listed `async fn` a test on a current-thread and on a
+/// multi-thread runtime (`current_thread::name`, `multi_thread::name`):
+/// `driver_util::both_flavours! { a, b, }`. Unlike [`on_both`], each
+/// flavour is a test of its own.
+#[allow(unused_macros, reason = "each test binary uses a different subset")]
+macro_rules! both_flavours {
+    ($($name:ident,)*) => {
+        mod current_thread {
+            $(#[tokio::test(flavor = "current_thread")] async fn $name() { super::$name().await })*
+        }
+        mod multi_thread {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name().await })*
+        }
+    };
+}
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub(crate) use both_flavours;
+
 /// A body that never finishes, so the scope can only end by cancellation.
 pub async fn forever() {
     std::future::pending::<()>().await;
