@@ -13,7 +13,7 @@ use async_contextlib::{
     AsyncContextManager, BoxManager, BoxManagerRef, Deadline, Outcome, async_context_manager,
     box_manager, with_scope, yield_,
 };
-use driver_util::{current_thread, forever, multi_thread, on_both};
+use driver_util::{current_thread, forever, multi_thread, on_both, spawn_then_abort};
 
 #[derive(Debug, Default)]
 struct Conn {
@@ -165,17 +165,14 @@ fn an_owned_boxed_manager_cut_by_drop_timeout_or_abort_exits_on_the_driver() {
         .await;
         assert!(cut.is_err());
         let r2 = recorder.clone();
-        let task = tokio::spawn(async move {
+        spawn_then_abort(async move {
             // The scope over a boxed manager is `Send`: it can be spawned.
             let _: Result<(), Injected> = with_scope!(pick(false, &r2) => {
                 forever().await;
                 Ok(())
             });
-        });
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        task.abort();
-        assert!(task.await.unwrap_err().is_cancelled());
-        async_contextlib::drain().await;
+        })
+        .await;
         assert!(
             matches!(
                 recorder.outcomes()[..],

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_contextlib::testing::{Event, Injected, Recorder, Stage};
 use async_contextlib::{Outcome, with_scope};
-use driver_util::{forever, on_both};
+use driver_util::{forever, on_both, spawn_then_abort};
 use futures::FutureExt;
 
 #[derive(Debug, Default)]
@@ -143,16 +143,13 @@ fn a_fake_cut_by_a_timeout_or_an_abort_records_cancelled_on_both_flavours() {
         .await;
         assert!(cut.is_err());
         let r2 = recorder.clone();
-        let task = tokio::spawn(async move {
+        spawn_then_abort(async move {
             let _: Result<(), Injected> = with_scope!(r2.lending(0u8) => {
                 forever().await;
                 Ok(())
             });
-        });
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        task.abort();
-        assert!(task.await.unwrap_err().is_cancelled());
-        async_contextlib::drain().await;
+        })
+        .await;
         assert!(
             matches!(
                 recorder.outcomes()[..],

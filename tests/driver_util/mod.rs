@@ -217,6 +217,20 @@ macro_rules! both_flavours {
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub(crate) use both_flavours;
 
+/// Spawns `scope` (one that never finishes), aborts its task once it has
+/// had time to start, checks the task was cancelled, and waits for the
+/// driver to finish what the drop handed over.
+pub async fn spawn_then_abort<F>(scope: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn(scope);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    async_contextlib::drain().await;
+}
+
 /// A body that never finishes, so the scope can only end by cancellation.
 pub async fn forever() {
     std::future::pending::<()>().await;
