@@ -42,7 +42,7 @@ impl Drop for Cache {
             while !block.is_null() {
                 // SAFETY: every block on a list is a free block of this
                 // class, whose first word is the next block (see `free`).
-                let next = unsafe { block.cast::<*mut u8>().read() };
+                let next = unsafe { next_word(block).read() };
                 // SAFETY: the block came from `alloc::alloc(class_layout(class))`.
                 unsafe { alloc::dealloc(block, class_layout(class)) };
                 block = next;
@@ -72,6 +72,16 @@ fn class_layout(class: usize) -> Layout {
     unsafe { Layout::from_size_align_unchecked((class + 1) * STEP, ALIGN) }
 }
 
+/// A free block's first word: the list's next block.
+#[inline]
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "every cached block is `ALIGN`-aligned (its class's layout)"
+)]
+fn next_word(block: *mut u8) -> *mut *mut u8 {
+    block.cast()
+}
+
 /// A block for `layout` (non-zero-sized), from the cache if one fits.
 #[inline]
 pub(crate) fn alloc(layout: Layout) -> NonNull<u8> {
@@ -86,7 +96,7 @@ pub(crate) fn alloc(layout: Layout) -> NonNull<u8> {
             if !block.is_null() {
                 // SAFETY: a block on the list is free and starts with the
                 // next block's address (written by `free`).
-                list.head.set(unsafe { block.cast::<*mut u8>().read() });
+                list.head.set(unsafe { next_word(block).read() });
                 list.len.set(list.len.get() - 1);
             }
             block
@@ -125,7 +135,7 @@ pub(crate) unsafe fn free(ptr: NonNull<u8>, layout: Layout) {
             // SAFETY: the block is free (per the caller), at least `STEP`
             // bytes and `ALIGN`-aligned (its class's layout), so its first
             // word can hold the list's next block.
-            unsafe { ptr.as_ptr().cast::<*mut u8>().write(list.head.get()) };
+            unsafe { next_word(ptr.as_ptr()).write(list.head.get()) };
             list.head.set(ptr.as_ptr());
             list.len.set(list.len.get() + 1);
             true
