@@ -201,8 +201,6 @@ mod tests {
 
     #[test]
     fn a_block_freed_on_another_thread_joins_that_threads_cache() {
-        let layout = Layout::from_size_align(64, 8).unwrap();
-        let block = alloc(layout);
         struct Block(NonNull<u8>);
         // SAFETY: a free block of plain memory, handed to the other thread
         // and no longer used here.
@@ -212,6 +210,8 @@ mod tests {
                 self.0
             }
         }
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let block = alloc(layout);
         let sent = Block(block);
         std::thread::spawn(move || {
             // Through a method: the closure captures all of `sent`.
