@@ -283,10 +283,12 @@ impl<R> Scope<R> {
                 name,
                 clock: Clock::start(),
                 label: "",
-                span: Rare::new(None),
+                span: ManuallyDrop::new(Rare::new(None)),
                 resumable: false,
+                // Nothing to run, nothing to drop.
+                finished: true,
                 finish: finish_in_place::<M::Error, _>,
-                step: ExitStep::Skip,
+                step: ManuallyDrop::new(ExitStep::Skip),
             };
         }
         let depth = self.depth;
@@ -305,7 +307,11 @@ impl<R> Scope<R> {
         } else {
             Clock::start()
         };
-        let span = Rare::new(diag::span!("exit", manager = name, outcome = label));
+        let span = ManuallyDrop::new(Rare::new(diag::span!(
+            "exit",
+            manager = name,
+            outcome = label
+        )));
         // An owned manager whose exit can be neither resumed by the driver
         // (hand-written) nor finished in place with its runtime still
         // driving it (no multi-thread runtime) runs its exit boxed, so that
@@ -326,10 +332,11 @@ impl<R> Scope<R> {
                 label,
                 span,
                 resumable: false,
+                finished: false,
                 finish: finish_in_place::<M::Error, _>,
-                step: ExitStep::Boxed {
+                step: ManuallyDrop::new(ExitStep::Boxed {
                     handover: Handover::new(exit, handoff, name, addr),
-                },
+                }),
             }
         } else {
             let (manager, meta) = guard.parts();
@@ -345,10 +352,11 @@ impl<R> Scope<R> {
                 // Not finished in place if dropped mid-exit: the driver
                 // resumes it, or the manager's own drop finishes it.
                 resumable: (M::__RESUMABLE_EXIT && D::DETACHABLE) || M::__DROP_CANCELS,
+                finished: false,
                 finish: finish_in_place::<M::Error, _>,
-                step: ExitStep::Plain {
+                step: ManuallyDrop::new(ExitStep::Plain {
                     step: Step::new(exit, addr),
-                },
+                }),
             }
         }
     }
@@ -632,39 +640,70 @@ pin_project! {
     }
 }
 
-pin_project! {
-    /// One exit in flight, shielded: if dropped before the exit is done, the
-    /// exit is finished — by the driver if the manager can resume it (the
-    /// guard's `Drop` hands it over), else in place, else abandoned and
-    /// counted; a boxed exit hands itself to the driver.
-    struct ExitRun<'g, E, X> {
-        meta: &'g mut Meta<E>,
-        depth: u32,
-        name: &'static str,
-        clock: Clock,
-        // The outcome's label, for the slow-exit warning.
-        label: &'static str,
-        span: Rare<Box<tracing::Span>>,
-        resumable: bool,
-        // `finish_in_place::<E, X>`, fixed where `X: Future` is known (a
-        // `Drop` impl cannot add that bound).
-        finish: fn(Pin<&mut Step<X>>, &'static str, usize),
-        #[pin]
-        step: ExitStep<E, X>,
-    }
+/// One exit in flight, shielded: if dropped before the exit is done, the
+/// exit is finished — by the driver if the manager can resume it (the
+/// guard's `Drop` hands it over), else in place, else abandoned and
+/// counted; a boxed exit hands itself to the driver.
+///
+/// Its drop glue is one flag test (issue 10: the glue of its fields, out
+/// of line, cost ~20 instructions per exit): `span` and `step` are dropped
+/// by hand, `span` when the exit finishes (`step` then owns nothing), both
+/// on the cold path of `drop` otherwise.
+struct ExitRun<'g, E, X> {
+    meta: &'g mut Meta<E>,
+    depth: u32,
+    name: &'static str,
+    clock: Clock,
+    // The outcome's label, for the slow-exit warning.
+    label: &'static str,
+    span: ManuallyDrop<Rare<Box<tracing::Span>>>,
+    resumable: bool,
+    /// `span` and `step` are dropped (or own nothing).
+    finished: bool,
+    // `finish_in_place::<E, X>`, fixed where `X: Future` is known (a
+    // `Drop` impl cannot add that bound).
+    finish: fn(Pin<&mut Step<X>>, &'static str, usize),
+    // Structurally pinned: never moved out, dropped in place.
+    step: ManuallyDrop<ExitStep<E, X>>,
+}
 
-    impl<'g, E, X> PinnedDrop for ExitRun<'g, E, X> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if this.meta.state != State::Exiting || *this.resumable {
-                return;
-            }
-            this.meta.state = State::Done;
-            let scope = this.meta.scope;
-            if let ExitStepProj::Plain { step } = this.step.project() {
-                (this.finish)(step, this.name, scope);
-            }
+impl<E, X> ExitRun<'_, E, X> {
+    /// The run's fields other than `step`, which stay pinned.
+    fn fields(self: Pin<&mut Self>) -> &mut Self {
+        // SAFETY: callers move nothing out of `step` through this.
+        unsafe { self.get_unchecked_mut() }
+    }
+}
+
+impl<E, X> Drop for ExitRun<'_, E, X> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.finished {
+            exit_run_dropped(self);
         }
+    }
+}
+
+/// An exit run dropped before its exit finished (or a skipped one never
+/// polled): the scope is being dropped.
+#[cold]
+#[inline(never)]
+fn exit_run_dropped<E, X>(run: &mut ExitRun<'_, E, X>) {
+    run.finished = true;
+    // SAFETY: `run` is being dropped and was pinned: `step` is used in
+    // place and dropped once, below, never moved.
+    let mut step = unsafe { Pin::new_unchecked(&mut *run.step) };
+    if run.meta.state == State::Exiting && !run.resumable {
+        run.meta.state = State::Done;
+        let scope = run.meta.scope;
+        if let ExitStepProj::Plain { step } = step.as_mut().project() {
+            (run.finish)(step, run.name, scope);
+        }
+    }
+    // SAFETY: dropped once, here (`finished` is set); `step` in place.
+    unsafe {
+        ManuallyDrop::drop(&mut run.span);
+        ManuallyDrop::drop(&mut run.step);
     }
 }
 
@@ -702,23 +741,33 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
     #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
     #[allow(clippy::inline_always)]
     fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
-        let this = self.project();
-        let _span = this.span.as_ref().map(|s| s.enter());
-        let step = this.step.project();
-        let result = if this.meta.watched.hooks.blocking() {
-            ready!(watch::timed(this.name, Phase::Exiting, || poll_step(
-                step, cx
-            )))
-        } else {
-            ready!(poll_step(step, cx))
+        // SAFETY: `step` stays pinned (below); nothing is moved out of it.
+        let this = unsafe { self.get_unchecked_mut() };
+        let result = {
+            let _span = this.span.as_ref().map(|s| s.enter());
+            // SAFETY: `step` is structurally pinned: never moved out of the
+            // run, dropped in place (see `exit_run_dropped`).
+            let step = unsafe { Pin::new_unchecked(&mut *this.step) }.project();
+            if this.meta.watched.hooks.blocking() {
+                ready!(watch::timed(this.name, Phase::Exiting, || poll_step(
+                    step, cx
+                )))
+            } else {
+                ready!(poll_step(step, cx))
+            }
         };
+        // The step finished: it owns nothing now. The span goes here.
+        this.finished = true;
+        // SAFETY: dropped once, here; `finished` keeps `drop` from it.
+        let span = unsafe { ManuallyDrop::take(&mut this.span) };
+        drop(span);
         this.meta.state = State::Done;
         stats::count_exited();
         if this.meta.watched.hooks.any() {
             this.meta.watched.exited(this.name);
         }
         this.clock.check(this.name, this.label);
-        Poll::Ready((result, *this.depth, this.name))
+        Poll::Ready((result, this.depth, this.name))
     }
 }
 
@@ -741,7 +790,7 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        if matches!(this.run.step, ExitStep::Skip) {
+        if matches!(*this.run.step, ExitStep::Skip) {
             return Poll::Ready(());
         }
         let (result, depth, name) = ready!(this.run.as_mut().poll_exit(cx));
@@ -763,7 +812,7 @@ where
         }
         if cut_here {
             scope.cut = None;
-            if let Some(error) = this.run.as_mut().project().meta.deadline_error.take() {
+            if let Some(error) = this.run.as_mut().fields().meta.deadline_error.take() {
                 let moves_on = this.run.meta.moves_on;
                 let (failure, result) = convert(error);
                 if scope.panic.is_none() {
