@@ -212,10 +212,11 @@ impl<R> Scope<R> {
             scope: self,
             meta,
             convert: Some(convert),
-            limit: Rare::new(limit),
-            early: Rare::new(early),
-            span: Rare::new(diag::span!("enter", manager = name)),
-            bounded,
+            limit: ManuallyDrop::new(Rare::new(limit)),
+            early: ManuallyDrop::new(Rare::new(early)),
+            span: ManuallyDrop::new(Rare::new(diag::span!("enter", manager = name))),
+            finished: false,
+            bounded: ManuallyDrop::new(bounded),
         }
     }
 
@@ -515,20 +516,60 @@ enum Limit<E> {
     Token(CancellationToken, E),
 }
 
-pin_project! {
-    struct Enter<'s, 'g, R, E, C, F> {
-        scope: &'s mut Scope<R>,
-        meta: &'g mut Meta<E>,
-        convert: Option<C>,
-        // Out of line: only `timeout`, `deadline`, `move_on_*` and
-        // `cancelled_by` have one.
-        limit: Rare<Limit<E>>,
-        // The manager panicked before its enter started.
-        early: Rare<Payload>,
-        span: Rare<Box<tracing::Span>>,
-        #[pin]
-        bounded: Option<Bounded<F>>,
+/// One enter in flight. Like [`ExitRun`], its drop glue is one flag test:
+/// the fields that own something are dropped by hand, inline when the
+/// enter finishes (where their state is known), or on the cold path of
+/// `drop` (in declaration order).
+struct Enter<'s, 'g, R, E, C, F> {
+    scope: &'s mut Scope<R>,
+    meta: &'g mut Meta<E>,
+    convert: Option<C>,
+    // Out of line: only `timeout`, `deadline`, `move_on_*` and
+    // `cancelled_by` have one.
+    limit: ManuallyDrop<Rare<Limit<E>>>,
+    // The manager panicked before its enter started.
+    early: ManuallyDrop<Rare<Payload>>,
+    span: ManuallyDrop<Rare<Box<tracing::Span>>>,
+    /// The fields above and `bounded` are dropped.
+    finished: bool,
+    // Structurally pinned: never moved out, dropped in place.
+    bounded: ManuallyDrop<Option<Bounded<F>>>,
+}
+
+impl<R, E, C, F> Enter<'_, '_, R, E, C, F> {
+    /// Drops what the enter owns, once (`finished` guards it).
+    #[inline(always)]
+    #[allow(
+        clippy::inline_always,
+        reason = "inline where the fields' state is known"
+    )]
+    fn drop_fields(&mut self) {
+        self.finished = true;
+        // SAFETY: dropped once (callers test `finished` first), in place:
+        // `bounded` was pinned and is not moved.
+        unsafe {
+            ManuallyDrop::drop(&mut self.limit);
+            ManuallyDrop::drop(&mut self.early);
+            ManuallyDrop::drop(&mut self.span);
+            ManuallyDrop::drop(&mut self.bounded);
+        }
     }
+}
+
+impl<R, E, C, F> Drop for Enter<'_, '_, R, E, C, F> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.finished {
+            enter_dropped(self);
+        }
+    }
+}
+
+/// An enter dropped before it finished: the scope is being dropped.
+#[cold]
+#[inline(never)]
+fn enter_dropped<R, E, C, F>(enter: &mut Enter<'_, '_, R, E, C, F>) {
+    enter.drop_fields();
 }
 
 impl<R, E, V, C, F> Future for Enter<'_, '_, R, E, C, F>
@@ -540,20 +581,28 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
-        let this = self.project();
-        let scope = &mut **this.scope;
-        let _span = this.span.as_ref().map(|s| s.enter());
-        let bound = match this.bounded.as_pin_mut() {
-            Some(bounded) if this.meta.watched.hooks.blocking() => {
-                ready!(watch::timed(this.meta.name, Phase::Entering, || bounded.poll_bounded(cx)))
+        // SAFETY: `bounded` stays pinned (below); nothing is moved out of it.
+        let this = unsafe { self.get_unchecked_mut() };
+        let bound = {
+            let _span = this.span.as_ref().map(|s| s.enter());
+            // SAFETY: `bounded` is structurally pinned: never moved out of
+            // the enter, dropped in place (`drop_fields`).
+            let bounded = unsafe { Pin::new_unchecked(&mut *this.bounded) };
+            match bounded.as_pin_mut() {
+                Some(bounded) if this.meta.watched.hooks.blocking() => {
+                    ready!(
+                        watch::timed(this.meta.name, Phase::Entering, || bounded.poll_bounded(cx))
+                    )
+                }
+                Some(bounded) => ready!(bounded.poll_bounded(cx)),
+                None => Bound::Done(Err(this
+                    .early
+                    .take()
+                    .expect("async-contextlib: enter polled after it finished"))),
             }
-            Some(bounded) => ready!(bounded.poll_bounded(cx)),
-            None => Bound::Done(Err(this
-                .early
-                .take()
-                .expect("async-contextlib: enter polled after it finished"))),
         };
-        match bound {
+        let scope = &mut *this.scope;
+        let out = match bound {
             Bound::Done(Ok(Ok(value))) => {
                 stats::count_entered();
                 if this.meta.watched.hooks.any() {
@@ -564,7 +613,7 @@ where
                 if let Some(limit) = this.limit.take() {
                     scope.bound(this.meta, limit);
                 }
-                Poll::Ready(Some(value))
+                Some(value)
             }
             Bound::Done(Ok(Err(error))) => {
                 if this.meta.watched.hooks.any() {
@@ -574,7 +623,7 @@ where
                 let (failure, result) = convert(error);
                 *scope.outcome = Outcome::Failed(failure);
                 *scope.result = Some(result);
-                Poll::Ready(None)
+                None
             }
             Bound::Done(Err(payload)) => {
                 if this.meta.watched.hooks.any() {
@@ -583,16 +632,20 @@ where
                 // A panicking enter counts as a failure of the manager.
                 stats::exit_failed(this.meta.name);
                 scope.panicked(payload, this.meta.name);
-                Poll::Ready(None)
+                None
             }
             Bound::Cut(owner) => {
                 if this.meta.watched.hooks.any() {
                     this.meta.watched.end();
                 }
                 scope.cut(owner);
-                Poll::Ready(None)
+                None
             }
-        }
+        };
+        // Done: its step owns nothing now, and what it still holds goes
+        // here, inline.
+        this.drop_fields();
+        Poll::Ready(out)
     }
 }
 
