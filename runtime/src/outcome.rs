@@ -50,12 +50,29 @@ impl Outcome {
     /// A short lowercase label for logs: `success`, `failed`, `panicked`, `cancelled`.
     #[must_use]
     pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failed(_) => "failed",
-            Outcome::Panicked(_) => "panicked",
-            Outcome::Cancelled => "cancelled",
-        }
+        self.kind().label()
+    }
+
+    /// Which outcome this is, in one byte (kept where the outcome itself
+    /// moved on, for a label later).
+    pub(crate) fn kind(&self) -> Kind {
+        Kind(match self {
+            Outcome::Success => 0,
+            Outcome::Failed(_) => 1,
+            Outcome::Panicked(_) => 2,
+            Outcome::Cancelled => 3,
+        })
+    }
+}
+
+/// An [`Outcome`]'s variant, without its payload.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kind(u8);
+
+impl Kind {
+    /// The outcome's [`label`](Outcome::label).
+    pub(crate) fn label(self) -> &'static str {
+        ["success", "failed", "panicked", "cancelled"][usize::from(self.0)]
     }
 }
 

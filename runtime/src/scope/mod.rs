@@ -37,7 +37,7 @@ use self::step::{Active, Bound, Bounded, Bounds, Handover, Lazy, Rare, Step};
 use crate::driver::diag::{self, Clock};
 use crate::driver::watch::{self, Hooks, Phase};
 use crate::driver::{cascade, in_place, stats};
-use crate::outcome::Payload;
+use crate::outcome::{Kind, Payload};
 use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic};
 use tokio_util::sync::CancellationToken;
 
@@ -281,9 +281,8 @@ impl<R> Scope<R> {
             return ExitRun {
                 meta: &mut guard.meta,
                 depth: 0,
-                name,
                 clock: Clock::start(),
-                label: "",
+                kind: Outcome::Success.kind(),
                 span: ManuallyDrop::new(Rare::new(None)),
                 resumable: false,
                 // Nothing to run, nothing to drop.
@@ -302,7 +301,7 @@ impl<R> Scope<R> {
             self.unbound(&guard.meta);
         }
         let addr = self.addr();
-        let label = outcome.label();
+        let kind = outcome.kind();
         let clock = if guard.meta.watched.hooks.any() {
             guard.meta.watched.exiting()
         } else {
@@ -311,7 +310,7 @@ impl<R> Scope<R> {
         let span = ManuallyDrop::new(Rare::new(diag::span!(
             "exit",
             manager = name,
-            outcome = label
+            outcome = kind.label()
         )));
         // An owned manager whose exit can be neither resumed by the driver
         // (hand-written) nor finished in place with its runtime still
@@ -328,9 +327,8 @@ impl<R> Scope<R> {
             ExitRun {
                 meta: &mut guard.meta,
                 depth,
-                name,
                 clock,
-                label,
+                kind,
                 span,
                 resumable: false,
                 finished: false,
@@ -346,9 +344,8 @@ impl<R> Scope<R> {
             ExitRun {
                 meta,
                 depth,
-                name,
                 clock,
-                label,
+                kind,
                 span,
                 // Not finished in place if dropped mid-exit: the driver
                 // resumes it, or the manager's own drop finishes it.
@@ -705,10 +702,9 @@ pin_project! {
 struct ExitRun<'g, E, X> {
     meta: &'g mut Meta<E>,
     depth: u32,
-    name: &'static str,
     clock: Clock,
-    // The outcome's label, for the slow-exit warning.
-    label: &'static str,
+    // The outcome's kind, for the slow-exit warning's label.
+    kind: Kind,
     span: ManuallyDrop<Rare<Box<tracing::Span>>>,
     resumable: bool,
     /// `span` and `step` are dropped (or own nothing).
@@ -750,7 +746,7 @@ fn exit_run_dropped<E, X>(run: &mut ExitRun<'_, E, X>) {
         run.meta.state = State::Done;
         let scope = run.meta.scope;
         if let ExitStepProj::Plain { step } = step.as_mut().project() {
-            (run.finish)(step, run.name, scope);
+            (run.finish)(step, run.meta.name, scope);
         }
     }
     // SAFETY: dropped once, here (`finished` is set); `step` in place.
@@ -802,7 +798,7 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
             // run, dropped in place (see `exit_run_dropped`).
             let step = unsafe { Pin::new_unchecked(&mut *this.step) }.project();
             if this.meta.watched.hooks.blocking() {
-                ready!(watch::timed(this.name, Phase::Exiting, || poll_step(
+                ready!(watch::timed(this.meta.name, Phase::Exiting, || poll_step(
                     step, cx
                 )))
             } else {
@@ -817,10 +813,10 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
         this.meta.state = State::Done;
         stats::count_exited();
         if this.meta.watched.hooks.any() {
-            this.meta.watched.exited(this.name);
+            this.meta.watched.exited(this.meta.name);
         }
-        this.clock.check(this.name, this.label);
-        Poll::Ready((result, this.depth, this.name))
+        this.clock.check(this.meta.name, this.kind.label());
+        Poll::Ready((result, this.depth, this.meta.name))
     }
 }
 
