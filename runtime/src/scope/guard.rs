@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 
-use super::step::{Active, Boxed, handoff};
+use super::step::{Boxed, handoff};
 use crate::driver::watch::Watched;
 use crate::driver::{self, Job, JobKind, in_place};
 use crate::{AsyncContextManager, Outcome, OwnedManager};
@@ -106,10 +106,8 @@ pub(crate) struct Meta<E> {
     pub(crate) scope: usize,
     /// The error a deadline of this manager fails the scope with.
     pub(crate) deadline_error: Option<E>,
-    /// The scope's bounds before this manager's were added.
-    pub(crate) prev_active: Option<Active>,
     /// It added a deadline or a token to the scope's bounds: its exit
-    /// restores `prev_active`.
+    /// restores the bounds from before it.
     pub(crate) bounds: bool,
     /// A cut by its deadline is absorbed (trio's `move_on_after`): the
     /// scope's value becomes what its error raises into, and the managers
@@ -132,7 +130,6 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
                 name: "",
                 scope: 0,
                 deadline_error: None,
-                prev_active: None,
                 bounds: false,
                 moves_on: false,
                 has_token: false,

@@ -437,29 +437,28 @@ impl<R> Scope<R> {
             Limit::Token(token, error) => (None, Some((token, error))),
         };
         meta.bounds = true;
-        meta.prev_active = self.bounds.active;
+        let current = self.bounds.active();
+        // Only a token bounds the scope until a deadline does.
+        let mut active = current.unwrap_or(Active { at: None, owner: 0 });
         if let Some(deadline) = deadline {
             meta.deadline_error = Some(deadline.error);
-            let earlier = match self.bounds.active {
+            let earlier = match current {
                 Some(Active { at: Some(at), .. }) => deadline.at < at,
                 _ => true,
             };
             if earlier {
-                self.bounds.active = Some(Active {
+                active = Active {
                     at: Some(deadline.at),
                     owner: self.depth,
-                });
+                };
             }
         }
-        if let Some((token, error)) = token {
+        let token = token.map(|(token, error)| {
             meta.has_token = true;
             meta.deadline_error = Some(error);
-            self.bounds.tokens.push((token, self.depth));
-            // The bit a bounded step tests: the scope has a token.
-            if self.bounds.active.is_none() {
-                self.bounds.active = Some(Active { at: None, owner: 0 });
-            }
-        }
+            (token, self.depth)
+        });
+        self.bounds.push(active, token);
     }
 
     /// Takes an exiting manager's deadline and token off the scope's
@@ -467,10 +466,7 @@ impl<R> Scope<R> {
     #[cold]
     #[inline(never)]
     fn unbound<E>(&mut self, meta: &Meta<E>) {
-        self.bounds.active = meta.prev_active;
-        if meta.has_token {
-            self.bounds.tokens.pop();
-        }
+        self.bounds.pop(meta.has_token);
     }
 
     fn cut(&mut self, owner: u32) {

@@ -210,20 +210,65 @@ pub(crate) enum Bound<T> {
 }
 
 /// What bounds the steps of a scope: a deadline and cancellation tokens.
-pub(crate) struct Bounds {
-    /// `Some` when the scope has a deadline or a token (issue 10: a
-    /// bounded step tests this one word, through a reference).
-    pub(crate) active: Option<Active>,
-    /// The tokens, out of the scope's hot state.
-    pub(crate) tokens: Tokens,
+///
+/// Boxed, and only while a manager with a deadline or a token is entered:
+/// a scope without any holds one null pointer, which is what a bounded
+/// step tests (issue 10: one word, through a reference), and its guards
+/// hold no saved bounds.
+pub(crate) struct Bounds(Rare<Box<BoundsState>>);
+
+/// The bounds of a scope that has some.
+pub(crate) struct BoundsState {
+    /// The active deadline, if any, and who set it.
+    pub(crate) active: Active,
+    /// The tokens, outermost first.
+    pub(crate) tokens: Vec<Token>,
+    /// The bounds before each bounding manager entered, outermost first
+    /// (`None`: there were none), restored when it exits.
+    saved: Vec<Option<Active>>,
 }
 
 impl Bounds {
     #[inline]
     pub(crate) fn new() -> Self {
-        Bounds {
-            active: None,
-            tokens: Tokens::new(),
+        Bounds(Rare::new(None))
+    }
+
+    /// The active deadline and owner, if the scope has bounds.
+    pub(crate) fn active(&self) -> Option<Active> {
+        self.0.as_ref().map(|b| b.active)
+    }
+
+    /// Sets the active bounds (saving the previous ones) and adds a token.
+    pub(crate) fn push(&mut self, active: Active, token: Option<Token>) {
+        let bounds = if let Some(bounds) = self.0.as_mut() {
+            bounds.saved.push(Some(bounds.active));
+            bounds.active = active;
+            bounds
+        } else {
+            self.0 = Rare::new(Some(Box::new(BoundsState {
+                active,
+                tokens: Vec::new(),
+                saved: vec![None],
+            })));
+            self.0.as_mut().expect("just set")
+        };
+        bounds.tokens.extend(token);
+    }
+
+    /// Restores the bounds from before the innermost bounding manager, and
+    /// takes off its token if it had one.
+    pub(crate) fn pop(&mut self, had_token: bool) {
+        let Some(bounds) = self.0.as_mut() else {
+            return;
+        };
+        if had_token {
+            bounds.tokens.pop();
+        }
+        match bounds.saved.pop().flatten() {
+            Some(prev) => bounds.active = prev,
+            // The outermost bounding manager: no bounds are left.
+            None => drop(self.0.take()),
         }
     }
 }
@@ -241,40 +286,6 @@ pub(crate) struct Active {
 /// A cancellation token a bounded step runs under, and who set it (the
 /// depth of its `cancelled_by` manager).
 pub(crate) type Token = (CancellationToken, u32);
-
-/// The cancellation tokens of a scope's entered `cancelled_by` managers,
-/// outermost first: boxed, so that a scope without any holds one null
-/// pointer, whose drop is a test.
-#[allow(
-    clippy::box_collection,
-    reason = "one word in every scope instead of a `Vec`'s three"
-)]
-pub(crate) struct Tokens(Rare<Box<Vec<Token>>>);
-
-impl Tokens {
-    #[inline]
-    pub(crate) fn new() -> Self {
-        Tokens(Rare::new(None))
-    }
-
-    pub(crate) fn push(&mut self, token: Token) {
-        if let Some(tokens) = self.0.as_mut() {
-            tokens.push(token);
-        } else {
-            self.0 = Rare::new(Some(Box::new(vec![token])));
-        }
-    }
-
-    pub(crate) fn pop(&mut self) {
-        if let Some(tokens) = self.0.as_mut() {
-            tokens.pop();
-        }
-    }
-
-    fn as_slice(&self) -> &[Token] {
-        self.0.as_ref().map_or(&[], |tokens| tokens.as_slice())
-    }
-}
 
 pin_project! {
     /// A [`Step`] under the scope's active deadline and tokens (if any).
@@ -319,9 +330,7 @@ impl<F: Future> Bounded<F> {
         // One test: `active` is `Some` whenever the scope has a token too.
         // Before the step is made, so that it is made in place (measured:
         // made first, it was copied, ~20 instructions).
-        let deadline = bounds
-            .active
-            .map(|active| new_deadline(addr, active, &bounds.tokens));
+        let deadline = bounds.0.as_ref().map(|bounds| new_deadline(addr, bounds));
         Bounded {
             step: Step::new(fut, addr),
             deadline: Rare::new(deadline),
@@ -344,11 +353,12 @@ impl<F: Future> Bounded<F> {
 
 #[cold]
 #[inline(never)]
-fn new_deadline(addr: usize, active: Active, tokens: &Tokens) -> Pin<Box<Deadline>> {
+fn new_deadline(addr: usize, bounds: &BoundsState) -> Pin<Box<Deadline>> {
+    let active = bounds.active;
     Box::pin(Deadline {
         sleep: active.at.map(tokio::time::sleep_until),
-        tokens: tokens
-            .as_slice()
+        tokens: bounds
+            .tokens
             .iter()
             .map(|(token, owner)| (Box::pin(token.clone().cancelled_owned()), *owner))
             .collect(),
