@@ -289,3 +289,31 @@ fn entered_and_dropped_without_exit_drops_the_frame_once() {
     // (with the lent local) was freed exactly once.
     assert_eq!(*seen.lock().unwrap(), "");
 }
+
+/// The scope's own enter and exit futures (reachable, hidden, through
+/// `__private`) drop what they hold when they finish: polled again, they
+/// panic instead of touching it.
+#[test]
+fn a_scope_step_polled_after_it_finished_panics_instead_of_reusing_dropped_state() {
+    use async_contextlib::__private::{Guard, InPlace, Scope};
+    use async_contextlib::{Failure, nullcontext};
+    use std::convert::Infallible;
+
+    let mut scope = Scope::<u32>::new();
+    let mut guard = Guard::new(nullcontext(7u32), InPlace);
+    let convert = scope.converter(&guard, |e: Infallible| -> (Failure, u32) { match e {} });
+    {
+        let mut enter = pin!(scope.enter(&mut guard, convert));
+        assert!(matches!(poll_once(enter.as_mut()), Poll::Ready(Some(7))));
+        let again = catch_unwind(AssertUnwindSafe(|| poll_once(enter.as_mut())));
+        let payload = again.expect_err("a second poll of a finished enter panics");
+        assert!(panic_text(&*payload).contains("enter polled after it finished"));
+    }
+    {
+        let mut exit = pin!(scope.exit(&mut guard, convert));
+        assert!(poll_once(exit.as_mut()).is_ready());
+        let again = catch_unwind(AssertUnwindSafe(|| poll_once(exit.as_mut())));
+        let payload = again.expect_err("a second poll of a finished exit panics");
+        assert!(panic_text(&*payload).contains("exit polled after it finished"));
+    }
+}

@@ -181,7 +181,7 @@ impl<R> Scope<R> {
         let prelude = catch_unwind(AssertUnwindSafe(|| {
             (manager.name(), manager.deadline(), manager.__cut_by())
         }));
-        let (name, limit, early, bounded) = match prelude {
+        let (name, limit, bounded) = match prelude {
             Ok((name, deadline, token)) => {
                 let enter = Lazy::new(move || manager.enter());
                 let limit = match (deadline, token) {
@@ -189,23 +189,13 @@ impl<R> Scope<R> {
                     (None, Some((token, error))) => Some(Limit::Token(token, error)),
                     (None, None) => None,
                 };
-                (
-                    name,
-                    limit,
-                    None,
-                    Some(Bounded::new(enter, addr, &self.bounds)),
-                )
+                (name, limit, Some(Bounded::new(enter, addr, &self.bounds)))
             }
-            Err(payload) => (
-                "<a manager whose name() panicked>",
-                None,
-                Some(payload),
-                None,
-            ),
+            Err(payload) => (self.enter_panicked(payload), None, None),
         };
         meta.name = name;
         let hooks = Hooks::now();
-        if hooks.any() {
+        if hooks.any() && bounded.is_some() {
             meta.watched.start(hooks, name);
         }
         Enter {
@@ -213,7 +203,6 @@ impl<R> Scope<R> {
             meta,
             convert: Some(convert),
             limit: ManuallyDrop::new(Rare::new(limit)),
-            early: ManuallyDrop::new(Rare::new(early)),
             span: ManuallyDrop::new(Rare::new(diag::span!("enter", manager = name))),
             finished: false,
             bounded: ManuallyDrop::new(bounded),
@@ -357,6 +346,17 @@ impl<R> Scope<R> {
                 }),
             }
         }
+    }
+
+    /// A manager panicked before its enter started (in `name`, `deadline`
+    /// or `enter` itself): a failure of the manager, like a panicking enter.
+    #[cold]
+    #[inline(never)]
+    fn enter_panicked(&mut self, payload: Payload) -> &'static str {
+        let name = "<a manager whose name() panicked>";
+        stats::exit_failed(name);
+        self.panicked(payload, name);
+        name
     }
 
     fn panicked(&mut self, payload: Payload, name: &'static str) {
@@ -520,8 +520,6 @@ struct Enter<'s, 'g, R, E, C, F> {
     // Out of line: only `timeout`, `deadline`, `move_on_*` and
     // `cancelled_by` have one.
     limit: ManuallyDrop<Rare<Limit<E>>>,
-    // The manager panicked before its enter started.
-    early: ManuallyDrop<Rare<Payload>>,
     span: ManuallyDrop<Rare<Box<tracing::Span>>>,
     /// The fields above and `bounded` are dropped.
     finished: bool,
@@ -542,7 +540,6 @@ impl<R, E, C, F> Enter<'_, '_, R, E, C, F> {
         // `bounded` was pinned and is not moved.
         unsafe {
             ManuallyDrop::drop(&mut self.limit);
-            ManuallyDrop::drop(&mut self.early);
             ManuallyDrop::drop(&mut self.span);
             ManuallyDrop::drop(&mut self.bounded);
         }
@@ -576,6 +573,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
         // SAFETY: `bounded` stays pinned (below); nothing is moved out of it.
         let this = unsafe { self.get_unchecked_mut() };
+        // Its fields are dropped once it finished.
+        assert!(
+            !this.finished,
+            "async-contextlib: enter polled after it finished"
+        );
+        if this.bounded.is_none() {
+            // The manager panicked before its enter started (recorded by
+            // `Scope::enter`).
+            this.drop_fields();
+            return Poll::Ready(None);
+        }
         let bound = {
             let _span = this.span.as_ref().map(|s| s.enter());
             // SAFETY: `bounded` is structurally pinned: never moved out of
@@ -588,10 +596,7 @@ where
                     )
                 }
                 Some(bounded) => ready!(bounded.poll_bounded(cx)),
-                None => Bound::Done(Err(this
-                    .early
-                    .take()
-                    .expect("async-contextlib: enter polled after it finished"))),
+                None => unreachable!("tested above"),
             }
         };
         let scope = &mut *this.scope;
@@ -788,6 +793,11 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
     fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
         // SAFETY: `step` stays pinned (below); nothing is moved out of it.
         let this = unsafe { self.get_unchecked_mut() };
+        // Its span and step are gone once it finished.
+        assert!(
+            !this.finished,
+            "async-contextlib: exit polled after it finished"
+        );
         let result = {
             let _span = this.span.as_ref().map(|s| s.enter());
             // SAFETY: `step` is structurally pinned: never moved out of the
