@@ -60,7 +60,8 @@ pub use managers::timeout::{
 pub use outcome::{Failure, Outcome, Panic};
 
 /// Run-time diagnostics beyond the counters of [`stats()`], all off by
-/// default and costing one relaxed load per hook point while off:
+/// default; while off, a manager's enter reads the switches once and each
+/// later hook point tests one byte:
 ///
 /// * [`set_blocking_limit`](diagnostics::set_blocking_limit) — a warning
 ///   when one poll of an enter or exit holds its thread too long (blocking

@@ -14,6 +14,11 @@ pub fn set_slow_exit_limit(limit: Duration) {
     SLOW_EXIT_NANOS.store(nanos, Relaxed);
 }
 
+/// Whether slow-exit warnings are on (the limit is not `Duration::MAX`).
+pub(crate) fn slow_exit_on() -> bool {
+    SLOW_EXIT_NANOS.load(Relaxed) != u64::MAX
+}
+
 /// The current slow-exit limit.
 #[must_use]
 pub fn slow_exit_limit() -> Duration {
@@ -58,6 +63,9 @@ pub(crate) struct Clock(u64);
 const PRECISE: u64 = 1;
 
 impl Clock {
+    /// No clock: nothing wants this exit timed.
+    pub(crate) const OFF: Clock = Clock(0);
+
     #[inline]
     pub(crate) fn start() -> Clock {
         if SLOW_EXIT_NANOS.load(Relaxed) == u64::MAX

@@ -2,10 +2,14 @@
 //! enter or exit, the scopes held right now (and a warning for one held too
 //! long), and the counters broken down by manager.
 //!
-//! All are off by default. The happy path pays one relaxed load of
-//! [`HOOKS`] per hook point while they are off; everything else (clock
-//! reads, the registry, the per-manager table) runs only once switched on,
-//! out of line.
+//! All are off by default. While they are off and no `tracing` subscriber
+//! wants spans or slow-exit warnings, a manager's enter pays one relaxed
+//! load of [`HOOKS`] and one of `tracing`'s global level ([`Hooks::now`]),
+//! and each later hook point a test of the byte that keeps the answer;
+//! everything else (spans, clock reads, the registry, the per-manager
+//! table) runs only when wanted, out of line. What is wanted is decided
+//! when the enter starts: a subscriber installed mid-scope sees the scopes
+//! that enter after it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -19,22 +23,57 @@ static HOOKS: AtomicU8 = AtomicU8::new(0);
 const BLOCKING: u8 = 1;
 const TRACK: u8 = 2;
 const PER_MANAGER: u8 = 4;
+/// Not a hook: a subscriber wants the debug spans of enters and exits.
+const SPANS: u8 = 8;
+/// Not a hook: a subscriber wants slow-exit warnings (and a limit is set).
+const CLOCK: u8 = 16;
+const HOOK_BITS: u8 = BLOCKING | TRACK | PER_MANAGER;
 
-/// The hooks on when a manager's enter started, kept in its guard: every
-/// later check is a test of this byte, in memory the scope touches anyway.
+/// What diagnostics were wanted when a manager's enter started, kept in
+/// its guard: the opt-in hooks, and whether a `tracing` subscriber wants
+/// its spans and its slow-exit clock. Every later check is a test of this
+/// byte, in memory the scope touches anyway; with nothing wanted, a scope
+/// tests it once where it would make a span or read a clock (issue 10:
+/// each `level_enabled!` and gate had cost its own loads and compares,
+/// ~80 instructions per scope).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Hooks(u8);
 
 impl Hooks {
-    /// The hooks on now (one relaxed load).
+    /// What is wanted now: one relaxed load of the hooks, one of
+    /// `tracing`'s global level.
     #[inline]
     pub(crate) fn now() -> Hooks {
-        Hooks(HOOKS.load(Relaxed))
+        let hooks = HOOKS.load(Relaxed);
+        let level = tracing::level_filters::LevelFilter::current();
+        if tracing::Level::WARN > level
+            || tracing::Level::WARN > tracing::level_filters::STATIC_MAX_LEVEL
+        {
+            return Hooks(hooks);
+        }
+        Hooks(hooks | tracing_wants(level))
     }
 
+    /// Any hook on (not counting spans and the clock).
     #[inline]
     pub(crate) fn any(self) -> bool {
+        self.0 & HOOK_BITS != 0
+    }
+
+    /// Anything wanted at all: a hook, spans or the clock.
+    #[inline]
+    pub(crate) fn wanted(self) -> bool {
         self.0 != 0
+    }
+
+    /// A subscriber wants the debug spans.
+    pub(crate) fn spans(self) -> bool {
+        self.0 & SPANS != 0
+    }
+
+    /// A subscriber wants slow-exit warnings.
+    pub(crate) fn clock(self) -> bool {
+        self.0 & CLOCK != 0
     }
 
     #[inline]
@@ -126,6 +165,16 @@ impl Watched {
     }
 }
 
+/// The spans and the clock, for a subscriber at `level` (warn or finer).
+#[cold]
+#[inline(never)]
+fn tracing_wants(level: tracing::level_filters::LevelFilter) -> u8 {
+    let spans = tracing::Level::DEBUG <= level
+        && tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL;
+    let clock = super::diag::slow_exit_on();
+    (if spans { SPANS } else { 0 }) | (if clock { CLOCK } else { 0 })
+}
+
 fn switch(bit: u8, on: bool) {
     if on {
         HOOKS.fetch_or(bit, Relaxed);
@@ -164,6 +213,25 @@ static BLOCKING_NANOS: AtomicU64 = AtomicU64::new(u64::MAX);
 pub fn set_blocking_limit(limit: Option<Duration>) {
     BLOCKING_NANOS.store(limit.map_or(u64::MAX, nanos), Relaxed);
     switch(BLOCKING, limit.is_some());
+}
+
+/// One poll of an enter or exit that some diagnostic wants (out of line:
+/// the hot path tests one byte and polls): inside its span, if any, and
+/// timed if the blocking hook is on.
+#[inline(never)]
+pub(crate) fn poll_watched<T>(
+    hooks: Hooks,
+    span: Option<&tracing::Span>,
+    name: &'static str,
+    phase: Phase,
+    poll: impl FnOnce() -> T,
+) -> T {
+    let _entered = span.map(tracing::Span::enter);
+    if hooks.blocking() {
+        timed(name, phase, poll)
+    } else {
+        poll()
+    }
 }
 
 /// Runs one poll of an enter or exit, timed; warns if it held the thread

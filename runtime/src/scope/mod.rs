@@ -35,7 +35,7 @@ use pin_project_lite::pin_project;
 use self::guard::{Detach, Guard, Meta, State};
 use self::step::{Active, Bound, Bounded, Bounds, Handover, Lazy, Rare, Step};
 use crate::driver::diag::{self, Clock};
-use crate::driver::watch::{self, Hooks, Phase};
+use crate::driver::watch::{self, Hooks, Phase, Watched};
 use crate::driver::{cascade, in_place, stats};
 use crate::outcome::{Kind, Payload};
 use crate::{AsyncContextManager, Deadline, Failure, Outcome, Panic};
@@ -105,6 +105,53 @@ fn dropped_mid_flight<R>(scope: &mut Scope<R>) {
         ManuallyDrop::drop(&mut scope.outcome);
         ManuallyDrop::drop(&mut scope.panic);
     }
+}
+
+/// A manager's enter starts with some diagnostic wanted: its hooks, and
+/// its span if a subscriber wants spans.
+#[cold]
+#[inline(never)]
+fn enter_diagnostics<E>(
+    meta: &mut Meta<E>,
+    hooks: Hooks,
+    name: &'static str,
+) -> Option<Box<tracing::Span>> {
+    meta.watched.start(hooks, name);
+    if hooks.spans() {
+        diag::span!("enter", manager = name)
+    } else {
+        None
+    }
+}
+
+/// An exit starts with some diagnostic wanted: its clock (slow-exit
+/// warning, latency per manager), its outcome's kind for the warning, and
+/// its span.
+#[cold]
+#[inline(never)]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "the address of the guard's byte is the registry key"
+)]
+fn exit_diagnostics(
+    watched: &Watched,
+    name: &'static str,
+    outcome: &Outcome,
+) -> (Clock, Kind, Option<Box<tracing::Span>>) {
+    let hooks = watched.hooks;
+    let clock = if hooks.any() {
+        watched.exiting()
+    } else if hooks.clock() {
+        Clock::start()
+    } else {
+        Clock::OFF
+    };
+    let span = if hooks.spans() {
+        diag::span!("exit", manager = name, outcome = outcome.label())
+    } else {
+        None
+    };
+    (clock, outcome.kind(), span)
 }
 
 /// Drops an outcome, out of line unless it is a success (which holds
@@ -194,16 +241,19 @@ impl<R> Scope<R> {
             Err(payload) => (self.enter_panicked(payload), None, None),
         };
         meta.name = name;
+        // One gate for every diagnostic (hooks, span, the exit's clock).
         let hooks = Hooks::now();
-        if hooks.any() && bounded.is_some() {
-            meta.watched.start(hooks, name);
-        }
+        let span = if hooks.wanted() && bounded.is_some() {
+            enter_diagnostics(meta, hooks, name)
+        } else {
+            None
+        };
         Enter {
             scope: self,
             meta,
             convert: Some(convert),
             limit: ManuallyDrop::new(Rare::new(limit)),
-            span: ManuallyDrop::new(Rare::new(diag::span!("enter", manager = name))),
+            span: ManuallyDrop::new(Rare::new(span)),
             finished: false,
             bounded: ManuallyDrop::new(bounded),
         }
@@ -270,7 +320,7 @@ impl<R> Scope<R> {
             return ExitRun {
                 meta: &mut guard.meta,
                 depth: 0,
-                clock: Clock::start(),
+                clock: Clock::OFF,
                 kind: Outcome::Success.kind(),
                 span: ManuallyDrop::new(Rare::new(None)),
                 resumable: false,
@@ -290,17 +340,12 @@ impl<R> Scope<R> {
             self.unbound(&guard.meta);
         }
         let addr = self.addr();
-        let kind = outcome.kind();
-        let clock = if guard.meta.watched.hooks.any() {
-            guard.meta.watched.exiting()
+        let (clock, kind, span) = if guard.meta.watched.hooks.wanted() {
+            exit_diagnostics(&guard.meta.watched, name, &outcome)
         } else {
-            Clock::start()
+            (Clock::OFF, Outcome::Success.kind(), None)
         };
-        let span = ManuallyDrop::new(Rare::new(diag::span!(
-            "exit",
-            manager = name,
-            outcome = kind.label()
-        )));
+        let span = ManuallyDrop::new(Rare::new(span));
         // An owned manager whose exit can be neither resumed by the driver
         // (hand-written) nor finished in place with its runtime still
         // driving it (no multi-thread runtime) runs its exit boxed, so that
@@ -584,20 +629,22 @@ where
             this.drop_fields();
             return Poll::Ready(None);
         }
-        let bound = {
-            let _span = this.span.as_ref().map(|s| s.enter());
-            // SAFETY: `bounded` is structurally pinned: never moved out of
-            // the enter, dropped in place (`drop_fields`).
-            let bounded = unsafe { Pin::new_unchecked(&mut *this.bounded) };
-            match bounded.as_pin_mut() {
-                Some(bounded) if this.meta.watched.hooks.blocking() => {
-                    ready!(
-                        watch::timed(this.meta.name, Phase::Entering, || bounded.poll_bounded(cx))
-                    )
-                }
-                Some(bounded) => ready!(bounded.poll_bounded(cx)),
-                None => unreachable!("tested above"),
-            }
+        // SAFETY: `bounded` is structurally pinned: never moved out of the
+        // enter, dropped in place (`drop_fields`).
+        let bounded = unsafe { Pin::new_unchecked(&mut *this.bounded) };
+        let bounded = bounded.as_pin_mut().expect("tested above");
+        let hooks = this.meta.watched.hooks;
+        let bound = if hooks.wanted() {
+            let span = this.span.as_ref().map(|span| &**span);
+            ready!(watch::poll_watched(
+                hooks,
+                span,
+                this.meta.name,
+                Phase::Entering,
+                || bounded.poll_bounded(cx)
+            ))
+        } else {
+            ready!(bounded.poll_bounded(cx))
         };
         let scope = &mut *this.scope;
         let out = match bound {
@@ -798,18 +845,21 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
             !this.finished,
             "async-contextlib: exit polled after it finished"
         );
-        let result = {
-            let _span = this.span.as_ref().map(|s| s.enter());
-            // SAFETY: `step` is structurally pinned: never moved out of the
-            // run, dropped in place (see `exit_run_dropped`).
-            let step = unsafe { Pin::new_unchecked(&mut *this.step) }.project();
-            if this.meta.watched.hooks.blocking() {
-                ready!(watch::timed(this.meta.name, Phase::Exiting, || poll_step(
-                    step, cx
-                )))
-            } else {
-                ready!(poll_step(step, cx))
-            }
+        // SAFETY: `step` is structurally pinned: never moved out of the
+        // run, dropped in place (see `exit_run_dropped`).
+        let step = unsafe { Pin::new_unchecked(&mut *this.step) }.project();
+        let hooks = this.meta.watched.hooks;
+        let result = if hooks.wanted() {
+            let span = this.span.as_ref().map(|span| &**span);
+            ready!(watch::poll_watched(
+                hooks,
+                span,
+                this.meta.name,
+                Phase::Exiting,
+                || poll_step(step, cx)
+            ))
+        } else {
+            ready!(poll_step(step, cx))
         };
         // The step finished: it owns nothing now. The span goes here.
         this.finished = true;
