@@ -51,7 +51,8 @@ pub struct Scope<R> {
     // scope's drop glue is one flag check on the happy path.
     result: ManuallyDrop<Option<R>>,
     outcome: ManuallyDrop<Outcome>,
-    panic: ManuallyDrop<Option<Payload>>,
+    // Boxed (one word): only a panic pays for it.
+    panic: ManuallyDrop<Option<Box<Payload>>>,
     depth: u32,
     /// The active deadline and the cancellation tokens of the entered
     /// `timeout`, `move_on_*` and `cancelled_by` managers.
@@ -91,7 +92,7 @@ fn dropped_mid_flight<R>(scope: &mut Scope<R>) {
         (_, Some(payload)) => diag::report_exit_error(
             "async_contextlib::with_scope",
             CANCELLED,
-            &format!("panicked: {}", Panic::from_payload(&**payload).message()),
+            &format!("panicked: {}", Panic::from_payload(&***payload).message()),
         ),
         (Outcome::Failed(failure), None) if scope.exit_error => {
             diag::report_exit_error("async_contextlib::with_scope", CANCELLED, failure.message());
@@ -326,7 +327,6 @@ impl<R> Scope<R> {
                 resumable: false,
                 // Nothing to run, nothing to drop.
                 finished: true,
-                finish: finish_in_place::<M::Error, _>,
                 step: ManuallyDrop::new(ExitStep::Skip),
             };
         }
@@ -366,7 +366,6 @@ impl<R> Scope<R> {
                 span,
                 resumable: false,
                 finished: false,
-                finish: finish_in_place::<M::Error, _>,
                 step: ManuallyDrop::new(ExitStep::Boxed {
                     handover: Handover::new(exit, handoff, name, addr),
                 }),
@@ -385,7 +384,6 @@ impl<R> Scope<R> {
                 // resumes it, or the manager's own drop finishes it.
                 resumable: (M::__RESUMABLE_EXIT && D::DETACHABLE) || M::__DROP_CANCELS,
                 finished: false,
-                finish: finish_in_place::<M::Error, _>,
                 step: ManuallyDrop::new(ExitStep::Plain {
                     step: Step::new(exit, addr),
                 }),
@@ -407,7 +405,7 @@ impl<R> Scope<R> {
     fn panicked(&mut self, payload: Payload, name: &'static str) {
         if self.panic.is_none() {
             *self.outcome = Outcome::Panicked(Panic::from_payload(&*payload));
-            *self.panic = Some(payload);
+            *self.panic = Some(Box::new(payload));
         } else {
             diag::report_exit_error(
                 name,
@@ -467,7 +465,7 @@ impl<R> Scope<R> {
         drop_outcome(outcome);
         if let Some(payload) = panic {
             drop(result);
-            resume_unwind(payload);
+            resume_unwind(*payload);
         }
         result.expect("async-contextlib: internal error: a scope finished without a value")
     }
@@ -747,7 +745,7 @@ pin_project! {
 /// of line, cost ~20 instructions per exit): `span` and `step` are dropped
 /// by hand, `span` when the exit finishes (`step` then owns nothing), both
 /// on the cold path of `drop` otherwise.
-struct ExitRun<'g, E, X> {
+struct ExitRun<'g, E, X: Future<Output = Result<(), E>>> {
     meta: &'g mut Meta<E>,
     depth: u32,
     clock: Clock,
@@ -757,14 +755,11 @@ struct ExitRun<'g, E, X> {
     resumable: bool,
     /// `span` and `step` are dropped (or own nothing).
     finished: bool,
-    // `finish_in_place::<E, X>`, fixed where `X: Future` is known (a
-    // `Drop` impl cannot add that bound).
-    finish: fn(Pin<&mut Step<X>>, &'static str, usize),
     // Structurally pinned: never moved out, dropped in place.
     step: ManuallyDrop<ExitStep<E, X>>,
 }
 
-impl<E, X> ExitRun<'_, E, X> {
+impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
     /// The run's fields other than `step`, which stay pinned.
     fn fields(self: Pin<&mut Self>) -> &mut Self {
         // SAFETY: callers move nothing out of `step` through this.
@@ -772,7 +767,7 @@ impl<E, X> ExitRun<'_, E, X> {
     }
 }
 
-impl<E, X> Drop for ExitRun<'_, E, X> {
+impl<E, X: Future<Output = Result<(), E>>> Drop for ExitRun<'_, E, X> {
     #[inline]
     fn drop(&mut self) {
         if !self.finished {
@@ -785,7 +780,7 @@ impl<E, X> Drop for ExitRun<'_, E, X> {
 /// polled): the scope is being dropped.
 #[cold]
 #[inline(never)]
-fn exit_run_dropped<E, X>(run: &mut ExitRun<'_, E, X>) {
+fn exit_run_dropped<E, X: Future<Output = Result<(), E>>>(run: &mut ExitRun<'_, E, X>) {
     run.finished = true;
     // SAFETY: `run` is being dropped and was pinned: `step` is used in
     // place and dropped once, below, never moved.
@@ -794,7 +789,7 @@ fn exit_run_dropped<E, X>(run: &mut ExitRun<'_, E, X>) {
         run.meta.state = State::Done;
         let scope = run.meta.scope;
         if let ExitStepProj::Plain { step } = step.as_mut().project() {
-            (run.finish)(step, run.meta.name, scope);
+            finish_in_place::<E, X>(step, run.meta.name, scope);
         }
     }
     // SAFETY: dropped once, here (`finished` is set); `step` in place.
@@ -877,7 +872,7 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
 }
 
 pin_project! {
-    struct Exit<'s, 'g, R, E, C, X> {
+    struct Exit<'s, 'g, R, E, C, X: Future<Output = Result<(), E>>> {
         scope: &'s mut Scope<R>,
         convert: Option<C>,
         #[pin]
