@@ -37,20 +37,23 @@ pub(crate) fn yields(item: &ItemFn, sites: &[Site]) -> syn::Result<()> {
              the value the scope's body receives",
             item.sig.ident
         )),
-        [_, rest @ ..] => {
-            for site in rest {
-                push(syn::Error::new(
-                    site.span,
-                    "#[async_context_manager] fn may contain only one `yield_!`; \
-                     an async context manager enters once and exits once",
-                ));
-            }
-            if !rest.is_empty() {
-                push(syn::Error::new(
-                    sites[0].span,
-                    "the first `yield_!` is here",
-                ));
-            }
+        [_] => {}
+        [first, .., last] => {
+            // One error for the one mistake, spanning the first `yield_!`
+            // to the last, so that rustc shows them all.
+            let range: proc_macro2::TokenStream = [first.span, last.span]
+                .into_iter()
+                .map(|span| proc_macro2::TokenTree::Ident(proc_macro2::Ident::new("yield_", span)))
+                .collect();
+            push(syn::Error::new_spanned(
+                range,
+                format!(
+                    "#[async_context_manager] fn may contain only one `yield_!` (this fn has {}, \
+                     from the first to the last marked here): an async context manager enters \
+                     once and exits once",
+                    sites.len()
+                ),
+            ));
         }
     }
     for site in sites {
