@@ -334,6 +334,8 @@ impl<R> Scope<R> {
         self.depth -= 1;
         let outcome = match self.cut {
             Some(owner) if depth >= owner => Outcome::Cancelled,
+            // A success holds nothing: no clone through the enum's match.
+            _ if self.outcome.is_success() => Outcome::Success,
             _ => Outcome::clone(&self.outcome),
         };
         if guard.meta.bounds {
