@@ -778,8 +778,8 @@ impl<E, X: Future<Output = Result<(), E>>> Drop for ExitRun<'_, E, X> {
     }
 }
 
-/// An exit run dropped before its exit finished (or a skipped one never
-/// polled): the scope is being dropped.
+/// An exit run dropped before its exit finished: the scope is being
+/// dropped. (A skipped exit is made finished: it holds nothing.)
 #[cold]
 #[inline(never)]
 fn exit_run_dropped<E, X: Future<Output = Result<(), E>>>(run: &mut ExitRun<'_, E, X>) {
