@@ -94,6 +94,12 @@ impl Clock {
         }
     }
 
+    /// Whether this clock times anything (see [`Clock::OFF`]).
+    #[inline]
+    pub(crate) fn is_on(self) -> bool {
+        self.0 != 0
+    }
+
     /// Emits a warning if the exit took longer than the limit; counts its
     /// latency if counting per manager.
     #[inline]

@@ -828,8 +828,8 @@ fn poll_step<E, X: Future<Output = Result<(), E>>>(
     }
 }
 
-/// How an exit ended (its result or panic), its depth and its manager's name.
-type Exited<E> = (Result<Result<(), E>, Payload>, u32, &'static str);
+/// How an exit ended (its result or panic), and its depth.
+type Exited<E> = (Result<Result<(), E>, Payload>, u32);
 
 impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
     #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
@@ -868,8 +868,11 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
         if this.meta.watched.hooks.any() {
             this.meta.watched.exited(this.meta.name);
         }
-        this.clock.check(this.meta.name, this.kind.label());
-        Poll::Ready((result, this.depth, this.meta.name))
+        if this.clock.is_on() {
+            // The label only when timed (an array index, not sunk otherwise).
+            this.clock.check(this.meta.name, this.kind.label());
+        }
+        Poll::Ready((result, this.depth))
     }
 }
 
@@ -895,7 +898,9 @@ where
         if matches!(*this.run.step, ExitStep::Skip) {
             return Poll::Ready(());
         }
-        let (result, depth, name) = ready!(this.run.as_mut().poll_exit(cx));
+        let (result, depth) = ready!(this.run.as_mut().poll_exit(cx));
+        // Read only on the failure paths below.
+        let name = this.run.meta.name;
         let scope = &mut **this.scope;
         let convert = this.convert.take().expect("exit finished twice");
         let cut_here = scope.cut == Some(depth);
