@@ -298,7 +298,7 @@ impl<R> Scope<R> {
         let run = self.start_exit(guard);
         Exit {
             scope: self,
-            convert: Some(convert),
+            convert,
             run,
         }
     }
@@ -879,7 +879,8 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
 pin_project! {
     struct Exit<'s, 'g, R, E, C, X: Future<Output = Result<(), E>>> {
         scope: &'s mut Scope<R>,
-        convert: Option<C>,
+        // `Fn`: called by reference, for the exit's error and a cut's.
+        convert: C,
         #[pin]
         run: ExitRun<'g, E, X>,
     }
@@ -902,7 +903,7 @@ where
         // Read only on the failure paths below.
         let name = this.run.meta.name;
         let scope = &mut **this.scope;
-        let convert = this.convert.take().expect("exit finished twice");
+        let convert = &*this.convert;
         let cut_here = scope.cut == Some(depth);
         match result {
             Ok(Ok(())) => {}
