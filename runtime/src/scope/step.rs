@@ -36,19 +36,28 @@ use crate::driver::cascade::{self, Node};
 use crate::driver::{self, Job, JobKind};
 use crate::outcome::Payload;
 
-pin_project! {
-    /// A future made by `make` on its first poll.
-    #[project = LazyProj]
-    pub(crate) enum Lazy<C, F> {
-        Start { make: Option<C> },
-        Run { #[pin] fut: F },
-    }
+/// A future made by `make` on its first poll.
+///
+/// Written by hand rather than with `pin_project!`: starting it reads
+/// `make` out and writes `Gone` over it (a tag store) before `make` runs,
+/// so a panic in `make` leaves nothing to drop twice, with no `Option` to
+/// take and test (issue 10).
+pub(crate) enum Lazy<C, F> {
+    Start {
+        make: C,
+    },
+    /// `make` was taken and panicked (the step that polls this stops).
+    Gone,
+    /// Structurally pinned: never moved out, dropped in place.
+    Run {
+        fut: F,
+    },
 }
 
 impl<C: FnOnce() -> F, F: Future> Lazy<C, F> {
     #[inline]
     pub(crate) fn new(make: C) -> Self {
-        Lazy::Start { make: Some(make) }
+        Lazy::Start { make }
     }
 }
 
@@ -56,24 +65,35 @@ impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
     type Output = F::Output;
 
     #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if let LazyProj::Start { make } = self.as_mut().project() {
-            let make = make.take().expect("async-contextlib: step started twice");
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `fut` is never moved out (see the variants): `Gone` and
+        // `Run` are only written over `Start`, which holds nothing pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Lazy::Start { make } = this {
+            // SAFETY: `make` is read out once, and `Gone` is written over
+            // it (without dropping it) before it runs: it is owned by this
+            // call from here on.
+            let make = unsafe { std::ptr::read(make) };
+            // SAFETY: `this` is valid for writes; `Start`'s `make` was moved
+            // out above, so not dropping it leaks nothing.
+            unsafe { std::ptr::write(this, Lazy::Gone) };
             let fut = make();
-            // Written over the spent `Start` without dropping it (`set`
-            // would call the enum's drop glue, out of line: ~14
-            // instructions per exit, measured).
-            // SAFETY: `self` holds `Start { make: None }` (taken above, and
-            // `make()` cannot reach `self`: it borrows nothing of it), which
-            // owns nothing, so not dropping it leaks nothing; nothing in
-            // `Start` is pinned, and `fut` is moved in before it is pinned.
-            unsafe { std::ptr::write(self.as_mut().get_unchecked_mut(), Lazy::Run { fut }) };
+            // SAFETY: as above: `Gone` owns nothing; `fut` is moved in
+            // before it is pinned.
+            unsafe { std::ptr::write(this, Lazy::Run { fut }) };
         }
-        match self.project() {
-            LazyProj::Run { fut } => fut.poll(cx),
-            LazyProj::Start { .. } => unreachable!("started above"),
+        match this {
+            // SAFETY: `fut` is structurally pinned (see above).
+            Lazy::Run { fut } => unsafe { Pin::new_unchecked(fut) }.poll(cx),
+            _ => gone(),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn gone() -> ! {
+    panic!("async-contextlib: a step polled again after its start panicked")
 }
 
 /// An optional value whose drop is out of line, and only when it holds
@@ -485,5 +505,60 @@ impl<E> Drop for Handover<E> {
         if let Some(exit) = self.exit.take() {
             driver::queue(self.addr, (self.handoff)(exit, self.name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::pin;
+    use std::rc::Rc;
+    use std::task::Waker;
+
+    fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_lazy_future_runs_make_once_and_drops_what_it_captured_once() {
+        let captured = Rc::new(());
+        let held = captured.clone();
+        let mut lazy = pin!(Lazy::new(move || {
+            let held = held;
+            async move { Rc::strong_count(&held) }
+        }));
+        assert_eq!(Rc::strong_count(&captured), 2);
+        assert_eq!(poll_once(lazy.as_mut()), Poll::Ready(2));
+        // The finished future dropped what it held.
+        assert_eq!(Rc::strong_count(&captured), 1);
+        // Never started: its closure is dropped with it.
+        let unstarted = Lazy::new({
+            let held = captured.clone();
+            move || async move { drop(held) }
+        });
+        assert_eq!(Rc::strong_count(&captured), 2);
+        drop(unstarted);
+        assert_eq!(Rc::strong_count(&captured), 1);
+    }
+
+    #[test]
+    fn a_lazy_future_whose_make_panics_drops_its_captures_once_and_refuses_a_second_poll() {
+        let captured = Rc::new(());
+        let held = captured.clone();
+        let mut lazy = pin!(Lazy::new(move || -> std::future::Ready<()> {
+            let _held = held;
+            panic!("make panicked")
+        }));
+        let first = catch_unwind(AssertUnwindSafe(|| poll_once(lazy.as_mut())));
+        assert!(first.is_err());
+        // The closure (and what it held) was dropped by the unwind, once.
+        assert_eq!(Rc::strong_count(&captured), 1);
+        let again = catch_unwind(AssertUnwindSafe(|| poll_once(lazy.as_mut())));
+        let payload = again.expect_err("a second poll panics");
+        assert!(
+            payload
+                .downcast_ref::<&str>()
+                .is_some_and(|m| m.contains("after its start panicked"))
+        );
     }
 }
