@@ -546,8 +546,9 @@ mod tests {
         let captured = Rc::new(());
         let held = captured.clone();
         let mut lazy = pin!(Lazy::new(move || -> std::future::Ready<()> {
-            let _held = held;
-            panic!("make panicked")
+            // Panics holding `held`: the unwind drops it.
+            assert!(Rc::strong_count(&held) == 0, "make panicked");
+            std::future::ready(())
         }));
         let first = catch_unwind(AssertUnwindSafe(|| poll_once(lazy.as_mut())));
         assert!(first.is_err());
