@@ -155,6 +155,19 @@ fn exit_diagnostics(
     (clock, outcome.kind(), span)
 }
 
+/// An exit ran to its end with some diagnostic wanted: the hooks' end of
+/// it, and the slow-exit check of its clock.
+#[cold]
+#[inline(never)]
+fn exited_diagnostics(watched: &mut Watched, name: &'static str, clock: Clock, kind: Kind) {
+    if watched.hooks.any() {
+        watched.exited(name);
+    }
+    if clock.is_on() {
+        clock.check(name, kind.label());
+    }
+}
+
 /// Drops an outcome, out of line unless it is a success (which holds
 /// nothing).
 #[inline]
@@ -865,12 +878,13 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
         drop(span);
         this.meta.state = State::Done;
         stats::count_exited();
-        if this.meta.watched.hooks.any() {
-            this.meta.watched.exited(this.meta.name);
-        }
-        if this.clock.is_on() {
-            // The label only when timed (an array index, not sunk otherwise).
-            this.clock.check(this.meta.name, this.kind.label());
+        if this.meta.watched.hooks.wanted() {
+            exited_diagnostics(
+                &mut this.meta.watched,
+                this.meta.name,
+                this.clock,
+                this.kind,
+            );
         }
         Poll::Ready((result, this.depth))
     }
