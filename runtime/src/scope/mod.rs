@@ -285,13 +285,15 @@ impl<R> Scope<R> {
         // The block's value is the scope's: so that, with `R` known from
         // the context (see `expected`), `classify` sees a known type.
         B: Future<Output = R>,
-        K: FnOnce(R) -> (R, Outcome),
+        // `Copy` (the expansion's closure captures nothing): called by
+        // value, with no `Option` to take.
+        K: FnOnce(R) -> (R, Outcome) + Copy,
     {
         let addr = self.addr();
         let bounded = Bounded::new(body, addr, &self.bounds);
         Body {
             scope: self,
-            classify: Some(classify),
+            classify,
             bounded,
         }
     }
@@ -710,7 +712,7 @@ where
 pin_project! {
     struct Body<'s, R, B, K> {
         scope: &'s mut Scope<R>,
-        classify: Option<K>,
+        classify: K,
         #[pin]
         bounded: Bounded<B>,
     }
@@ -719,7 +721,7 @@ pin_project! {
 impl<R, B, K> Future for Body<'_, R, B, K>
 where
     B: Future,
-    K: FnOnce(B::Output) -> (R, Outcome),
+    K: FnOnce(B::Output) -> (R, Outcome) + Copy,
 {
     type Output = ();
 
@@ -729,8 +731,7 @@ where
         let scope = &mut **this.scope;
         match ready!(this.bounded.poll_bounded(cx)) {
             Bound::Done(Ok(output)) => {
-                let classify = this.classify.take().expect("body finished twice");
-                let (value, outcome) = classify(output);
+                let (value, outcome) = (*this.classify)(output);
                 *scope.outcome = outcome;
                 *scope.result = Some(value);
             }
