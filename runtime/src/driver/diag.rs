@@ -68,10 +68,8 @@ impl Clock {
 
     #[inline]
     pub(crate) fn start() -> Clock {
-        if SLOW_EXIT_NANOS.load(Relaxed) == u64::MAX
-            || !tracing::level_enabled!(tracing::Level::WARN)
-        {
-            return Clock(0);
+        if !slow_exit_on() || !tracing::level_enabled!(tracing::Level::WARN) {
+            return Clock::OFF;
         }
         Clock((now_nanos() << 1).max(2))
     }

@@ -875,8 +875,7 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
         // The step finished: it owns nothing now. The span goes here.
         this.finished = true;
         // SAFETY: dropped once, here; `finished` keeps `drop` from it.
-        let span = unsafe { ManuallyDrop::take(&mut this.span) };
-        drop(span);
+        unsafe { ManuallyDrop::drop(&mut this.span) };
         this.meta.state = State::Done;
         stats::count_exited();
         if this.meta.watched.hooks.wanted() {

@@ -240,9 +240,9 @@ pub(crate) struct Bounds(Rare<Box<BoundsState>>);
 /// The bounds of a scope that has some.
 pub(crate) struct BoundsState {
     /// The active deadline, if any, and who set it.
-    pub(crate) active: Active,
+    active: Active,
     /// The tokens, outermost first.
-    pub(crate) tokens: Vec<Token>,
+    tokens: Vec<Token>,
     /// The bounds before each bounding manager entered, outermost first
     /// (`None`: there were none), restored when it exits.
     saved: Vec<Option<Active>>,
@@ -347,8 +347,8 @@ pin_project! {
 impl<F: Future> Bounded<F> {
     #[inline]
     pub(crate) fn new(fut: F, addr: usize, bounds: &Bounds) -> Self {
-        // One test: `active` is `Some` whenever the scope has a token too.
-        // Before the step is made, so that it is made in place (measured:
+        // One test: the bounds' box exists whenever the scope has a
+        // deadline or a token. Before the step is made, so that it is made in place (measured:
         // made first, it was copied, ~20 instructions).
         let deadline = bounds.0.as_ref().map(|bounds| new_deadline(addr, bounds));
         Bounded {
