@@ -242,23 +242,33 @@ impl<R> Scope<R> {
         let prelude = catch_unwind(AssertUnwindSafe(|| {
             (manager.name(), manager.deadline(), manager.__cut_by())
         }));
-        let (name, limit, bounded) = match prelude {
+        let (name, limit, started) = match prelude {
             Ok((name, deadline, token)) => {
-                let enter = Lazy::new(move || manager.enter());
                 let limit = match (deadline, token) {
                     (Some(deadline), token) => Some(Limit::Deadline(deadline, token)),
                     (None, Some((token, error))) => Some(Limit::Token(token, error)),
                     (None, None) => None,
                 };
-                (name, limit, Some(Bounded::new(enter, addr, &self.bounds)))
+                (name, limit, true)
             }
-            Err(payload) => (self.enter_panicked(payload), None, None),
+            Err(payload) => (self.enter_panicked(payload), None, false),
         };
         meta.name = name;
         // One gate for every diagnostic (hooks, span, the exit's clock).
         let hooks = Hooks::now();
-        let span = if hooks.wanted() && bounded.is_some() {
+        let span = if hooks.wanted() && started {
             enter_diagnostics(meta, hooks, name)
+        } else {
+            None
+        };
+        // Built in the struct (issue 10: built before it and moved in, the
+        // step was copied, 64 bytes for a trait manager).
+        let bounded = if started {
+            Some(Bounded::new(
+                Lazy::new(move || manager.enter()),
+                addr,
+                &self.bounds,
+            ))
         } else {
             None
         };
@@ -469,7 +479,7 @@ impl<R> Scope<R> {
     /// The scope's value, or the resumed panic.
     #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
     #[allow(clippy::inline_always)]
-    pub fn finish(mut self) -> R {
+    pub fn finish(&mut self) -> R {
         self.finished = true;
         // SAFETY: taken once, here; `finished` keeps `drop` from them.
         let (result, outcome, panic) = unsafe {
