@@ -147,6 +147,7 @@
 //! |---|---|---|
 //! | "`Generator<impl Future<..>, ..>` is not a future", on `resource().await`, with a suggestion to add `async` before the attribute | a manager fn's value is a manager, entered by a scope; it is not awaited | `with_scope!(resource() as r => { .. })` (ignore the `async` suggestion: the fn is already `async`) |
 //! | "cannot borrow value as immutable because it is also borrowed as mutable" on the binding, "mutable borrow later used here" on a use after the scope | a value lent to the block (`&mut T`) is kept after the block, past the manager's exit | copy or clone what you need out of the block, or return an owned value from it |
+//! | our "`M` cannot be entered into an `ExitStack`: its exit is not known to be `Send`", three times (on the manager, the call and its `.await`) | a hand-written manager was not declared `SendManager` | `async_contextlib::send_manager!(M);`, or a `LocalExitStack` (the three are one mistake: rustc checks the bound once for each place the returned future is used, and one error would need that future boxed) |
 //! | "type annotations needed for `Result<_, _>`", "cannot satisfy `_: From<E>`" | the scope's type is not known: its block never produces a value (it only panics, or is `todo!()`) | give the `let` a type, `let r: Result<(), E> = with_scope!(..)` |
 //!
 //! # Minimum Rust version
