@@ -317,3 +317,41 @@ fn a_scope_step_polled_after_it_finished_panics_instead_of_reusing_dropped_state
         assert!(panic_text(&*payload).contains("exit polled after it finished"));
     }
 }
+
+/// `Scope::finish` takes `&mut self` (issue 10: no move of the scope), so
+/// the hidden API can call it twice or enter after it: that panics or
+/// leaks, and never drops the scope's value or outcome twice.
+#[test]
+fn a_scope_used_after_it_finished_panics_instead_of_dropping_twice() {
+    use async_contextlib::__private::{Guard, InPlace, Scope};
+    use async_contextlib::{Failure, nullcontext};
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    let value = Arc::new(());
+    let mut scope = Scope::<Arc<()>>::new();
+    {
+        let mut body = pin!(scope.body(std::future::ready(Arc::clone(&value)), |v| (
+            v,
+            async_contextlib::Outcome::Success
+        ),));
+        assert!(poll_once(body.as_mut()).is_ready());
+    }
+    let out = scope.finish();
+    assert_eq!(Arc::strong_count(&value), 2);
+    drop(out);
+    let again = catch_unwind(AssertUnwindSafe(|| scope.finish()));
+    let payload = again.expect_err("a second finish panics");
+    assert!(panic_text(&*payload).contains("finished without a value"));
+    // An enter after `finish` runs, and the scope's drop touches nothing.
+    let mut guard = Guard::new(nullcontext(Arc::clone(&value)), InPlace);
+    let convert = scope.converter(&guard, |e: Infallible| -> (Failure, Arc<()>) { match e {} });
+    {
+        let mut enter = pin!(scope.enter(&mut guard, convert));
+        assert!(matches!(poll_once(enter.as_mut()), Poll::Ready(Some(_))));
+    }
+    drop(scope);
+    drop(guard);
+    // Each clone was dropped once: none twice (Miri), none kept.
+    assert_eq!(Arc::strong_count(&value), 1);
+}

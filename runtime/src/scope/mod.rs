@@ -481,14 +481,15 @@ impl<R> Scope<R> {
     #[allow(clippy::inline_always)]
     pub fn finish(&mut self) -> R {
         self.finished = true;
-        // SAFETY: taken once, here; `finished` keeps `drop` from them.
-        let (result, outcome, panic) = unsafe {
-            (
-                ManuallyDrop::take(&mut self.result),
-                ManuallyDrop::take(&mut self.outcome),
-                ManuallyDrop::take(&mut self.panic),
-            )
-        };
+        // Taken by `&mut`, so the scope outlives this call: empty values
+        // are left in their place, never moved-out bits. A scope used
+        // again through the hidden API (a second `finish`, an `enter`
+        // after it) then finds nothing to drop twice: `finish` panics
+        // for want of a value, and what an `enter` stores is leaked
+        // (`finished` keeps `drop` from the fields).
+        let result = self.result.take();
+        let outcome = std::mem::replace(&mut *self.outcome, Outcome::Success);
+        let panic = self.panic.take();
         drop_outcome(outcome);
         if let Some(payload) = panic {
             drop(result);
