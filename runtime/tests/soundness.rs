@@ -350,6 +350,12 @@ fn a_scope_used_after_it_finished_panics_instead_of_dropping_twice() {
         let mut enter = pin!(scope.enter(&mut guard, convert));
         assert!(matches!(poll_once(enter.as_mut()), Poll::Ready(Some(_))));
     }
+    // Exited here: a guard dropped entered would start the exit driver's
+    // thread (no runtime), which outlives the test.
+    {
+        let mut exit = pin!(scope.exit(&mut guard, convert));
+        assert!(poll_once(exit.as_mut()).is_ready());
+    }
     drop(scope);
     drop(guard);
     // Each clone was dropped once: none twice (Miri), none kept.
