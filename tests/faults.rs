@@ -145,6 +145,16 @@ scenarios! {
     case10_an_error_held_by_a_scope_cancelled_mid_exit_is_reported: SHORT;
     case10_a_failing_entry_of_a_stack_scope_counts_once: SHORT;
     case10_a_thread_local_stack_without_a_runtime_prints_no_library_panic: SHORT;
+    case11_a_finished_exit_that_panics_as_it_is_dropped_without_a_runtime: SHORT;
+    case11_a_finished_exit_that_panics_as_it_is_dropped_borrowing_current_thread: SHORT;
+    case11_a_finished_exit_that_panics_as_it_is_dropped_owned_current_thread: SHORT;
+    case11_a_finished_exit_that_panics_as_it_is_dropped_owned_multi_thread: SHORT;
+    case11_a_finished_exit_that_panics_as_it_is_dropped_in_a_spawned_task: SHORT;
+    case11_a_finished_enter_that_panics_as_it_is_dropped_is_exited_current_thread: SHORT;
+    case11_a_finished_enter_that_panics_as_it_is_dropped_is_exited_multi_thread: SHORT;
+    case11_a_failed_enter_that_panics_as_it_is_dropped_is_not_exited: SHORT;
+    case11_a_stack_enter_that_panics_as_it_is_dropped_is_exited: SHORT;
+    case11_a_stack_exit_that_panics_as_it_is_dropped_is_counted_once: SHORT;
 }
 
 // ------------------------------------------------------------ managers
@@ -232,6 +242,113 @@ impl<P: std::ops::Deref<Target = Probe>> AsyncContextManager for Hand<P> {
 }
 
 impl OwnedManager for Hand<Arc<Probe>> {}
+
+/// A future that is ready at once with `out`, and — if `armed` — panics
+/// in its drop once it has finished (issue: a hand-written manager's
+/// finished enter or exit future whose `Drop` panics).
+struct PanicsWhenDropped<T> {
+    out: Option<T>,
+    armed: bool,
+    what: &'static str,
+}
+
+impl<T: Unpin> Future for PanicsWhenDropped<T> {
+    type Output = T;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        std::task::Poll::Ready(self.out.take().expect("polled once"))
+    }
+}
+
+impl<T> Drop for PanicsWhenDropped<T> {
+    fn drop(&mut self) {
+        if self.armed && self.out.is_none() {
+            panic!("{} panicked as it was dropped", self.what);
+        }
+    }
+}
+
+/// A hand-written manager whose enter (`enter_bomb`) or exit
+/// (`exit_bomb`) future finishes and then panics as it is dropped;
+/// `fails` makes its enter return an error first.
+struct Bomb<P> {
+    probe: P,
+    enter_bomb: bool,
+    exit_bomb: bool,
+    fails: bool,
+}
+
+impl<P> Bomb<P> {
+    fn enter(probe: P) -> Self {
+        Bomb {
+            probe,
+            enter_bomb: true,
+            exit_bomb: false,
+            fails: false,
+        }
+    }
+    fn exit(probe: P) -> Self {
+        Bomb {
+            probe,
+            enter_bomb: false,
+            exit_bomb: true,
+            fails: false,
+        }
+    }
+}
+
+impl<P: std::ops::Deref<Target = Probe>> AsyncContextManager for Bomb<P> {
+    type Value<'a>
+        = &'static str
+    where
+        Self: 'a;
+    type Error = std::io::Error;
+
+    fn enter(&mut self) -> impl Future<Output = Result<&'static str, std::io::Error>> {
+        let out = if self.fails {
+            Err(std::io::Error::other("bomb: enter failed"))
+        } else {
+            self.probe.entered.fetch_add(1, SeqCst);
+            Ok("bomb")
+        };
+        PanicsWhenDropped {
+            out: Some(out),
+            armed: self.enter_bomb,
+            what: "bomb: enter",
+        }
+    }
+
+    fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), std::io::Error>> {
+        self.probe
+            .log
+            .lock()
+            .unwrap()
+            .push(format!("bomb:{}", outcome.label()));
+        self.probe.exited.fetch_add(1, SeqCst);
+        PanicsWhenDropped {
+            out: Some(Ok(())),
+            armed: self.exit_bomb,
+            what: "bomb: exit",
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "bomb"
+    }
+}
+
+impl OwnedManager for Bomb<Arc<Probe>> {}
+async_contextlib::send_manager!(Bomb<Arc<Probe>>);
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(ToString::to_string))
+        .unwrap_or_default()
+}
 
 /// Every entered manager is accounted for: exited, abandoned or lost.
 fn assert_accounted(s: Stats) {
@@ -1259,6 +1376,178 @@ mod scenarios {
         );
         let s = settled();
         assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+    }
+
+    // Case 11: a finished enter or exit future whose drop panics (a
+    // hand-written manager). The panic is the manager's: caught, a
+    // `Panicked` outcome for the others, resumed once; an enter that
+    // returned its value is exited all the same; nothing aborts.
+
+    /// A scope whose panic is caught.
+    type Caught = std::pin::Pin<Box<dyn Future<Output = std::thread::Result<i32>> + Send>>;
+
+    /// `with_scope!(outer, bomb)` where the bomb's exit future panics as
+    /// it is dropped, run by `block_on`.
+    fn exit_bomb(owned: bool, block_on: impl FnOnce(Caught) -> std::thread::Result<i32>) {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let scope: Caught = Box::pin(
+            AssertUnwindSafe(async move {
+                let r: Result<i32, std::io::Error> = if owned {
+                    with_scope!(Hand::new("outer", p.clone()), Bomb::exit(p.clone()) => { Ok(1) })
+                } else {
+                    let p = &*p;
+                    with_scope!(Hand::new("outer", p), Bomb::exit(p) => { Ok(1) })
+                };
+                r.expect("the panic resumes first")
+            })
+            .catch_unwind(),
+        );
+        let payload = block_on(scope).expect_err("the exit's panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "bomb: exit panicked as it was dropped"
+        );
+        assert_eq!(probe.log(), ["bomb:success", "outer:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case11_a_finished_exit_that_panics_as_it_is_dropped_without_a_runtime() {
+        exit_bomb(true, futures::executor::block_on);
+    }
+    pub(super) fn case11_a_finished_exit_that_panics_as_it_is_dropped_borrowing_current_thread() {
+        exit_bomb(false, |f| current_thread().block_on(f));
+    }
+    pub(super) fn case11_a_finished_exit_that_panics_as_it_is_dropped_owned_current_thread() {
+        exit_bomb(true, |f| current_thread().block_on(f));
+    }
+    pub(super) fn case11_a_finished_exit_that_panics_as_it_is_dropped_owned_multi_thread() {
+        exit_bomb(true, |f| multi_thread().block_on(f));
+    }
+    pub(super) fn case11_a_finished_exit_that_panics_as_it_is_dropped_in_a_spawned_task() {
+        exit_bomb(true, |f| {
+            multi_thread().block_on(async { tokio::spawn(f).await.expect("the task ends") })
+        });
+    }
+
+    fn enter_bomb(rt: tokio::runtime::Runtime) {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let body_ran = AtomicBool::new(false);
+        let result = rt.block_on(
+            AssertUnwindSafe(async {
+                let r: Result<i32, std::io::Error> = with_scope!(Hand::new("outer", &*p), Bomb::enter(&*p) => {
+                    body_ran.store(true, SeqCst);
+                    Ok(1)
+                });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the enter's panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "bomb: enter panicked as it was dropped"
+        );
+        assert!(
+            !body_ran.load(SeqCst),
+            "the block ran after a panicking enter"
+        );
+        // The bomb returned its value: it is exited, once, with the panic.
+        assert_eq!(probe.log(), ["bomb:panicked", "outer:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case11_a_finished_enter_that_panics_as_it_is_dropped_is_exited_current_thread() {
+        enter_bomb(current_thread());
+    }
+    pub(super) fn case11_a_finished_enter_that_panics_as_it_is_dropped_is_exited_multi_thread() {
+        enter_bomb(multi_thread());
+    }
+
+    pub(super) fn case11_a_failed_enter_that_panics_as_it_is_dropped_is_not_exited() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async {
+                let mut bomb = Bomb::enter(&*p);
+                bomb.fails = true;
+                let r: Result<i32, std::io::Error> =
+                    with_scope!(Hand::new("outer", &*p), bomb => { Ok(1) });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the panic wins over the error");
+        assert_eq!(
+            panic_message(&*payload),
+            "bomb: enter panicked as it was dropped"
+        );
+        // It never entered: only `outer` exits.
+        assert_eq!(probe.log(), ["outer:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.exit_failures), (1, 1, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case11_a_stack_enter_that_panics_as_it_is_dropped_is_exited() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                use async_contextlib::ExitStack;
+                let r: Result<i32, async_contextlib::BoxError> =
+                    with_scope!(ExitStack::new() as stack => {
+                        stack.enter(Bomb::enter(p.clone())).await?;
+                        Ok(1)
+                    });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the enter's panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "bomb: enter panicked as it was dropped"
+        );
+        assert_eq!(probe.log(), ["bomb:panicked"]);
+        let s = settled();
+        // The stack and the bomb entered and exited.
+        assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case11_a_stack_exit_that_panics_as_it_is_dropped_is_counted_once() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                use async_contextlib::ExitStack;
+                let r: Result<i32, async_contextlib::BoxError> =
+                    with_scope!(ExitStack::new() as stack => {
+                        stack.enter(Hand::new("older", p.clone())).await?;
+                        stack.enter(Bomb::exit(p.clone())).await?;
+                        Ok(1)
+                    });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the exit's panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "bomb: exit panicked as it was dropped"
+        );
+        // Newest first; the older entry still exits, and sees the panic.
+        assert_eq!(probe.log(), ["bomb:success", "older:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited), (3, 3), "{s:?}");
+        assert!(s.exit_failures >= 1, "{s:?}");
+        assert_accounted(s);
     }
 }
 

@@ -12,7 +12,9 @@
 //!   and its local freed (the confirmation poll catches it: a clean panic,
 //!   no dangling `&mut`);
 //! * generators crossing threads between enter and exit;
-//! * `enter` / `exit` called by hand in odd orders.
+//! * `enter` / `exit` called by hand in odd orders;
+//! * a manager's finished enter or exit future that panics as it is
+//!   dropped, in a scope and in an `ExitStack`: dropped once, exited once.
 
 use std::future::Future;
 use std::mem::ManuallyDrop;
@@ -360,4 +362,129 @@ fn a_scope_used_after_it_finished_panics_instead_of_dropping_twice() {
     drop(guard);
     // Each clone was dropped once: none twice (Miri), none kept.
     assert_eq!(Arc::strong_count(&value), 1);
+}
+
+/// Ready at once with `out`; if `armed`, panics in its drop once it has
+/// finished. Holds `alive`, so that its drops can be counted.
+struct PanicsWhenDropped<T> {
+    out: Option<T>,
+    armed: bool,
+    _alive: Arc<()>,
+    what: &'static str,
+}
+
+impl<T: Unpin> Future for PanicsWhenDropped<T> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<T> {
+        Poll::Ready(self.out.take().expect("polled once"))
+    }
+}
+
+impl<T> Drop for PanicsWhenDropped<T> {
+    fn drop(&mut self) {
+        if self.armed && self.out.is_none() {
+            panic!("{} panicked as it was dropped", self.what);
+        }
+    }
+}
+
+/// A manager whose finished enter (`in_enter`) or exit future panics as
+/// it is dropped; `exits` logs its exits' outcomes.
+struct Bomb {
+    in_enter: bool,
+    alive: Arc<()>,
+    exits: Arc<Mutex<Vec<String>>>,
+}
+
+impl AsyncContextManager for Bomb {
+    type Value<'a> = u32;
+    type Error = std::convert::Infallible;
+
+    fn enter(&mut self) -> impl Future<Output = Result<u32, Self::Error>> {
+        PanicsWhenDropped {
+            out: Some(Ok(7)),
+            armed: self.in_enter,
+            _alive: self.alive.clone(),
+            what: "enter",
+        }
+    }
+
+    fn exit(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), Self::Error>> {
+        self.exits.lock().unwrap().push(outcome.label().to_owned());
+        PanicsWhenDropped {
+            out: Some(Ok(())),
+            armed: !self.in_enter,
+            _alive: self.alive.clone(),
+            what: "exit",
+        }
+    }
+}
+
+async_contextlib::send_manager!(Bomb);
+
+#[test]
+fn a_finished_enter_or_exit_that_panics_as_it_is_dropped_is_dropped_once_and_exited_once() {
+    for in_enter in [true, false] {
+        let alive = Arc::new(());
+        let exits = Arc::new(Mutex::new(Vec::new()));
+        let bomb = Bomb {
+            in_enter,
+            alive: alive.clone(),
+            exits: exits.clone(),
+        };
+        let mut body_ran = false;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            block_on(async { with_scope!(bomb as v => { body_ran = true; v }) })
+        }));
+        let payload = result.expect_err("the panic resumes");
+        let what = if in_enter { "enter" } else { "exit" };
+        assert_eq!(
+            panic_text(&*payload),
+            format!("{what} panicked as it was dropped")
+        );
+        // Entered (its enter returned a value), so exited once; the block
+        // runs only if the enter did not panic.
+        let seen = exits.lock().unwrap().clone();
+        if in_enter {
+            assert!(!body_ran);
+            assert_eq!(seen, ["panicked"]);
+        } else {
+            assert!(body_ran);
+            assert_eq!(seen, ["success"]);
+        }
+        // Every future was dropped, once: only the manager's own clone is
+        // left, with the manager gone.
+        assert_eq!(Arc::strong_count(&alive), 1);
+    }
+}
+
+#[test]
+fn a_stack_entry_whose_finished_enter_or_exit_panics_as_it_is_dropped_is_exited_once() {
+    use async_contextlib::{BoxError, ExitStack};
+    for in_enter in [true, false] {
+        let alive = Arc::new(());
+        let exits = Arc::new(Mutex::new(Vec::new()));
+        let bomb = Bomb {
+            in_enter,
+            alive: alive.clone(),
+            exits: exits.clone(),
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            block_on(async {
+                let r: Result<u32, BoxError> = with_scope!(ExitStack::new() as stack => {
+                    Ok(stack.enter(bomb).await?)
+                });
+                r
+            })
+        }));
+        let payload = result.expect_err("the panic resumes");
+        let what = if in_enter { "enter" } else { "exit" };
+        assert_eq!(
+            panic_text(&*payload),
+            format!("{what} panicked as it was dropped")
+        );
+        let seen = exits.lock().unwrap().clone();
+        assert_eq!(seen, [if in_enter { "panicked" } else { "success" }]);
+        assert_eq!(Arc::strong_count(&alive), 1);
+    }
 }

@@ -44,7 +44,7 @@ use pin_project_lite::pin_project;
 use crate::driver::{diag, in_place, stats};
 use crate::outcome::Payload;
 use crate::scope::guard::exit_task;
-use crate::scope::step::Lazy;
+use crate::scope::step::{Code, Lazy};
 use crate::{AsyncContextManager, Failure, Outcome, Panic, SendManager};
 
 /// The error of a stack's unwinding: a failing entry's error, boxed.
@@ -127,20 +127,49 @@ where
             // never moved and is freed only after this future is done or
             // dropped in place.
             let fut = unsafe { Pin::new_unchecked(fut) };
-            fut.poll(cx).map(ExitResult::into_exit)
+            let result = ready!(fut.poll(cx)).into_exit();
+            // Dropped inside the catch: a panic in that drop is the exit's.
+            finish_state(&mut self.state);
+            Poll::Ready(result)
         }));
         match poll {
             Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => {
-                self.state = State::Done;
-                Poll::Ready(Ok(result))
-            }
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
             Err(payload) => {
-                self.state = State::Done;
+                // Dropped already if it was its drop that panicked; else the
+                // panicked exit is dropped here, a second panic reported (a
+                // stack may unwind inside a destructor).
+                let state = &mut self.state;
+                if catch_unwind(AssertUnwindSafe(|| finish_state(state))).is_err() {
+                    diag::report_exit_error(
+                        self.name,
+                        "exit stack",
+                        "a panicked exit panicked again while it was dropped",
+                    );
+                }
                 Poll::Ready(Err(payload))
             }
         }
     }
+}
+
+/// Drops an entry's state in place and leaves `Done`, even if that drop
+/// panics (the exit future is pinned: it is dropped where it lies, never
+/// moved out first).
+fn finish_state<M, G, F>(state: &mut State<M, G, F>) {
+    struct WriteDone<M, G, F>(*mut State<M, G, F>);
+    impl<M, G, F> Drop for WriteDone<M, G, F> {
+        fn drop(&mut self) {
+            // SAFETY: the state was dropped in place (or its drop unwound,
+            // which drops the rest of it): writing over it leaks nothing.
+            unsafe { std::ptr::write(self.0, State::Done) };
+        }
+    }
+    let state: *mut State<M, G, F> = state;
+    let _done = WriteDone(state);
+    // SAFETY: dropped once, in place; `_done` writes `Done` over it next,
+    // on every path.
+    unsafe { std::ptr::drop_in_place(state) };
 }
 
 /// A link of the list: the erased entry type is the same for both stacks
@@ -349,18 +378,47 @@ pin_project! {
 
 impl<K, L, V, E> Future for Entering<'_, '_, K, L>
 where
-    L: Future<Output = Result<V, E>>,
+    L: Code<Output = Result<V, E>>,
 {
     type Output = Result<V, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let enter = this
+        let mut enter = this
             .enter
             .as_mut()
             .as_pin_mut()
             .expect("async-contextlib: stack enter polled after it finished");
-        let result = ready!(enter.poll(cx));
+        let mut salvage = None;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            enter.as_mut().poll_code(cx, &mut salvage)
+        }));
+        let result = match polled {
+            Ok(poll) => ready!(poll),
+            Err(payload) => {
+                // An enter that returned its value and then panicked as it
+                // was dropped entered all the same: its entry is pushed
+                // (so its exit runs as the stack unwinds) before the panic
+                // goes on to the block.
+                if let Some(Ok(value)) = salvage {
+                    this.enter.set(None);
+                    let node = this.node.take().expect("entered once");
+                    stats::entered(this.name);
+                    this.core.push(Owned(node.0));
+                    // The block does not get it (nodes never move, so it
+                    // may still borrow its entry here); a panic in its drop
+                    // is reported, the enter's goes on.
+                    if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+                        diag::report_exit_error(
+                            this.name,
+                            "exit stack",
+                            "the value its panicking enter returned panicked as it was dropped",
+                        );
+                    }
+                }
+                resume_unwind(payload);
+            }
+        };
         this.enter.set(None);
         let node = this.node.take().expect("entered once");
         match result {

@@ -33,7 +33,9 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use self::guard::{Detach, Guard, Meta, State};
-use self::step::{Active, Bound, Bounded, Bounds, Handover, Lazy, Rare, Step};
+use self::step::{
+    Active, Bound, Bounded, Bounds, Caught, Code, Handover, Lazy, Plain, Rare, Step, Stepped,
+};
 use crate::driver::diag::{self, Clock};
 use crate::driver::watch::{self, Hooks, Phase, Watched};
 use crate::driver::{cascade, in_place, stats};
@@ -300,7 +302,7 @@ impl<R> Scope<R> {
         K: FnOnce(R) -> (R, Outcome) + Copy,
     {
         let addr = self.addr();
-        let bounded = Bounded::new(body, addr, &self.bounds);
+        let bounded = Bounded::new(Plain::new(body), addr, &self.bounds);
         Body {
             scope: self,
             classify,
@@ -336,7 +338,7 @@ impl<R> Scope<R> {
     fn start_exit<'g, M, D>(
         &mut self,
         guard: &'g mut Guard<M, D>,
-    ) -> ExitRun<'g, M::Error, impl Future<Output = Result<(), M::Error>> + use<'g, R, M, D>>
+    ) -> ExitRun<'g, M::Error, impl Code<Output = Result<(), M::Error>> + use<'g, R, M, D>>
     where
         M: AsyncContextManager,
         D: Detach<M>,
@@ -400,7 +402,7 @@ impl<R> Scope<R> {
         } else {
             let (manager, meta) = guard.parts();
             meta.state = State::Exiting;
-            let exit = Lazy::new(move || manager.exit(outcome));
+            let exit = move || manager.exit(outcome);
             ExitRun {
                 meta,
                 depth,
@@ -412,7 +414,7 @@ impl<R> Scope<R> {
                 resumable: (M::__RESUMABLE_EXIT && D::DETACHABLE) || M::__DROP_CANCELS,
                 finished: false,
                 step: ManuallyDrop::new(ExitStep::Plain {
-                    step: Step::new(exit, addr),
+                    step: Step::new(Lazy::new(exit), addr),
                 }),
             }
         }
@@ -615,6 +617,67 @@ impl<R, E, C, F> Enter<'_, '_, R, E, C, F> {
             ManuallyDrop::drop(&mut self.bounded);
         }
     }
+
+    /// The manager's enter returned its value: it is entered, and will be
+    /// exited.
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "the happy path's bookkeeping")]
+    fn mark_entered(&mut self) {
+        let scope = &mut *self.scope;
+        stats::count_entered();
+        if self.meta.watched.hooks.any() {
+            self.meta.watched.entered(self.meta.name);
+        }
+        scope.depth += 1;
+        self.meta.state = State::Entered;
+        if let Some(limit) = self.limit.take() {
+            scope.bound(self.meta, limit);
+        }
+    }
+
+    /// The enter panicked: a failure of the manager, and a `Panicked`
+    /// outcome for the others. If its future had returned a value and
+    /// panicked only as it was dropped, the manager is entered all the
+    /// same (its exit runs, with that outcome), but the block does not run.
+    #[cold]
+    #[inline(never)]
+    fn caught<V>(&mut self, caught: Caught<Result<V, E>>)
+    where
+        C: FnOnce(E) -> (Failure, R),
+    {
+        match caught.salvaged {
+            Some(Ok(value)) => {
+                self.mark_entered();
+                // The block does not get it; a panic in its drop is
+                // reported (this one is the scope's).
+                if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+                    diag::report_exit_error(
+                        self.meta.name,
+                        "enter",
+                        "the value its panicking enter returned panicked as it was dropped",
+                    );
+                }
+            }
+            Some(Err(error)) => {
+                if self.meta.watched.hooks.any() {
+                    self.meta.watched.end();
+                }
+                // The panic is the scope's outcome; the error is reported.
+                if let Some(convert) = self.convert.take() {
+                    let (failure, _) = convert(error);
+                    diag::report_exit_error(self.meta.name, "enter", failure.message());
+                }
+            }
+            None => {
+                if self.meta.watched.hooks.any() {
+                    self.meta.watched.end();
+                }
+            }
+        }
+        // A panicking enter counts as a failure of the manager.
+        stats::exit_failed(self.meta.name);
+        self.scope.panicked(caught.payload, self.meta.name);
+    }
 }
 
 impl<R, E, C, F> Drop for Enter<'_, '_, R, E, C, F> {
@@ -635,7 +698,7 @@ fn enter_dropped<R, E, C, F>(enter: &mut Enter<'_, '_, R, E, C, F>) {
 
 impl<R, E, V, C, F> Future for Enter<'_, '_, R, E, C, F>
 where
-    F: Future<Output = Result<V, E>>,
+    F: Code<Output = Result<V, E>>,
     C: FnOnce(E) -> (Failure, R),
 {
     type Output = Option<V>;
@@ -675,15 +738,7 @@ where
         let scope = &mut *this.scope;
         let out = match bound {
             Bound::Done(Ok(Ok(value))) => {
-                stats::count_entered();
-                if this.meta.watched.hooks.any() {
-                    this.meta.watched.entered(this.meta.name);
-                }
-                scope.depth += 1;
-                this.meta.state = State::Entered;
-                if let Some(limit) = this.limit.take() {
-                    scope.bound(this.meta, limit);
-                }
+                this.mark_entered();
                 Some(value)
             }
             Bound::Done(Ok(Err(error))) => {
@@ -696,13 +751,8 @@ where
                 *scope.result = Some(result);
                 None
             }
-            Bound::Done(Err(payload)) => {
-                if this.meta.watched.hooks.any() {
-                    this.meta.watched.end();
-                }
-                // A panicking enter counts as a failure of the manager.
-                stats::exit_failed(this.meta.name);
-                scope.panicked(payload, this.meta.name);
+            Bound::Done(Err(caught)) => {
+                this.caught(caught);
                 None
             }
             Bound::Cut(owner) => {
@@ -725,7 +775,7 @@ pin_project! {
         scope: &'s mut Scope<R>,
         classify: K,
         #[pin]
-        bounded: Bounded<B>,
+        bounded: Bounded<Plain<B>>,
     }
 }
 
@@ -746,7 +796,7 @@ where
                 *scope.outcome = outcome;
                 *scope.result = Some(value);
             }
-            Bound::Done(Err(payload)) => scope.panicked(payload, "the scope's block"),
+            Bound::Done(Err(caught)) => scope.panicked(caught.payload, "the scope's block"),
             Bound::Cut(owner) => scope.cut(owner),
         }
         Poll::Ready(())
@@ -772,7 +822,7 @@ pin_project! {
 /// of line, cost ~20 instructions per exit): `span` and `step` are dropped
 /// by hand, `span` when the exit finishes (`step` then owns nothing), both
 /// on the cold path of `drop` otherwise.
-struct ExitRun<'g, E, X: Future<Output = Result<(), E>>> {
+struct ExitRun<'g, E, X: Code<Output = Result<(), E>>> {
     meta: &'g mut Meta<E>,
     depth: u32,
     clock: Clock,
@@ -786,7 +836,7 @@ struct ExitRun<'g, E, X: Future<Output = Result<(), E>>> {
     step: ManuallyDrop<ExitStep<E, X>>,
 }
 
-impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
+impl<E, X: Code<Output = Result<(), E>>> ExitRun<'_, E, X> {
     /// The run's fields other than `step`, which stay pinned.
     fn fields(self: Pin<&mut Self>) -> &mut Self {
         // SAFETY: callers move nothing out of `step` through this.
@@ -794,7 +844,7 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
     }
 }
 
-impl<E, X: Future<Output = Result<(), E>>> Drop for ExitRun<'_, E, X> {
+impl<E, X: Code<Output = Result<(), E>>> Drop for ExitRun<'_, E, X> {
     #[inline]
     fn drop(&mut self) {
         if !self.finished {
@@ -807,7 +857,7 @@ impl<E, X: Future<Output = Result<(), E>>> Drop for ExitRun<'_, E, X> {
 /// dropped. (A skipped exit is made finished: it holds nothing.)
 #[cold]
 #[inline(never)]
-fn exit_run_dropped<E, X: Future<Output = Result<(), E>>>(run: &mut ExitRun<'_, E, X>) {
+fn exit_run_dropped<E, X: Code<Output = Result<(), E>>>(run: &mut ExitRun<'_, E, X>) {
     run.finished = true;
     // SAFETY: `run` is being dropped and was pinned: `step` is used in
     // place and dropped once, below, never moved.
@@ -828,11 +878,24 @@ fn exit_run_dropped<E, X: Future<Output = Result<(), E>>>(run: &mut ExitRun<'_, 
 
 /// The rest of a plain exit whose scope was dropped mid-exit.
 #[cold]
-fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
+fn finish_in_place<E, X: Code<Output = Result<(), E>>>(
     step: Pin<&mut Step<X>>,
     name: &'static str,
     scope: usize,
 ) {
+    use futures_util::FutureExt as _;
+    let step = step.map(|ran| {
+        ran.map_err(|caught| {
+            if matches!(caught.salvaged, Some(Err(_))) {
+                diag::report_exit_error(
+                    name,
+                    "cancelled mid-exit",
+                    "its exit returned an error, then panicked as it was dropped",
+                );
+            }
+            caught.payload
+        })
+    });
     in_place::record::<E>(
         name,
         "cancelled mid-exit",
@@ -842,10 +905,10 @@ fn finish_in_place<E, X: Future<Output = Result<(), E>>>(
 
 #[inline(always)] // measured: benches/instructions.sh
 #[allow(clippy::inline_always)]
-fn poll_step<E, X: Future<Output = Result<(), E>>>(
+fn poll_step<E, X: Code<Output = Result<(), E>>>(
     step: ExitStepProj<'_, E, X>,
     cx: &mut Context<'_>,
-) -> Poll<Result<Result<(), E>, Payload>> {
+) -> Poll<Stepped<Result<(), E>>> {
     match step {
         ExitStepProj::Plain { step } => step.poll(cx),
         ExitStepProj::Boxed { handover } => Pin::new(handover).poll(cx),
@@ -854,9 +917,9 @@ fn poll_step<E, X: Future<Output = Result<(), E>>>(
 }
 
 /// How an exit ended (its result or panic), and its depth.
-type Exited<E> = (Result<Result<(), E>, Payload>, u32);
+type Exited<E> = (Stepped<Result<(), E>>, u32);
 
-impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
+impl<E, X: Code<Output = Result<(), E>>> ExitRun<'_, E, X> {
     #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
     #[allow(clippy::inline_always)]
     fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exited<E>> {
@@ -902,7 +965,7 @@ impl<E, X: Future<Output = Result<(), E>>> ExitRun<'_, E, X> {
 }
 
 pin_project! {
-    struct Exit<'s, 'g, R, E, C, X: Future<Output = Result<(), E>>> {
+    struct Exit<'s, 'g, R, E, C, X: Code<Output = Result<(), E>>> {
         scope: &'s mut Scope<R>,
         // `Fn`: called by reference, for the exit's error and a cut's.
         convert: C,
@@ -913,7 +976,7 @@ pin_project! {
 
 impl<R, E, C, X> Future for Exit<'_, '_, R, E, C, X>
 where
-    X: Future<Output = Result<(), E>>,
+    X: Code<Output = Result<(), E>>,
     C: Fn(E) -> (Failure, R),
 {
     type Output = ();
@@ -938,9 +1001,16 @@ where
                 // deadline's error below.
                 scope.exit_failed(failure, result, name);
             }
-            Err(payload) => {
+            Err(caught) => {
+                // An exit that returned an error and then panicked as it
+                // was dropped: the panic is the outcome, the error is
+                // reported.
+                if let Some(Err(error)) = caught.salvaged {
+                    let (failure, _) = convert(error);
+                    diag::report_exit_error(name, "exit", failure.message());
+                }
                 stats::exit_failed(name);
-                scope.panicked(payload, name);
+                scope.panicked(caught.payload, name);
             }
         }
         if cut_here {

@@ -36,6 +36,27 @@ use crate::driver::cascade::{self, Node};
 use crate::driver::{self, Job, JobKind};
 use crate::outcome::Payload;
 
+/// What a [`Step`] runs: a [`Lazy`] (an enter or an exit, made on its
+/// first poll, which drops itself as it finishes) or a [`Plain`] future
+/// (the block).
+pub(crate) trait Code: Future {
+    /// The code drops itself as it finishes, so a finished step has
+    /// nothing to drop.
+    const SPENT: bool;
+
+    /// [`Future::poll`]; if the code finishes and then panics as it drops
+    /// itself, its output is put in `salvage` before the panic goes on.
+    /// (A slot of the caller's frame, not a field: the output's type in
+    /// the layout of a future awaiting this would make its auto traits
+    /// depend on normalizing it under erased lifetimes,
+    /// rust-lang/rust#110338.)
+    fn poll_code(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        salvage: &mut Option<Self::Output>,
+    ) -> Poll<Self::Output>;
+}
+
 /// A future made by `make` on its first poll.
 ///
 /// Written by hand rather than with `pin_project!`: starting it reads
@@ -52,6 +73,8 @@ pub(crate) enum Lazy<C, F> {
     Run {
         fut: F,
     },
+    /// `fut` finished and was dropped in place.
+    Done,
 }
 
 impl<C: FnOnce() -> F, F: Future> Lazy<C, F> {
@@ -66,10 +89,26 @@ impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.poll_code(cx, &mut None)
+    }
+}
+
+impl<C: FnOnce() -> F, F: Future> Code for Lazy<C, F> {
+    const SPENT: bool = true;
+
+    #[inline]
+    fn poll_code(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        salvage: &mut Option<F::Output>,
+    ) -> Poll<F::Output> {
         // SAFETY: `fut` is never moved out (see the variants): `Gone` and
-        // `Run` are only written over `Start`, which holds nothing pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        if let Lazy::Start { make } = this {
+        // `Run` are only written over `Start`, which holds nothing pinned,
+        // and `Done` over a `fut` dropped in place.
+        let this: *mut Self = unsafe { self.get_unchecked_mut() };
+        // SAFETY: `this` comes from the pinned `&mut` above, and each
+        // reference below is derived from it in turn.
+        if let Lazy::Start { make } = unsafe { &mut *this } {
             // SAFETY: `make` is read out once, and `Gone` is written over
             // it (without dropping it) before it runs: it is owned by this
             // call from here on.
@@ -82,18 +121,109 @@ impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
             // before it is pinned.
             unsafe { std::ptr::write(this, Lazy::Run { fut }) };
         }
-        match this {
-            // SAFETY: `fut` is structurally pinned (see above).
-            Lazy::Run { fut } => unsafe { Pin::new_unchecked(fut) }.poll(cx),
-            _ => gone(),
+        // SAFETY: as above.
+        let Lazy::Run { fut } = (unsafe { &mut *this }) else {
+            // SAFETY: as above.
+            polled_again(unsafe { &*this })
+        };
+        // SAFETY: `fut` is structurally pinned (see above).
+        let out = ready!(unsafe { Pin::new_unchecked(&mut *fut) }.poll(cx));
+        // Finished: dropped here, where its state is known, so that its
+        // drop glue can fold away (issue 10: dropped later, by the step,
+        // it was an out-of-line call per exit). If that drop panics, `out`
+        // goes to `salvage`, so that an enter that returned a value is
+        // still exited.
+        let strand = Strand {
+            lazy: this,
+            out: ManuallyDrop::new(out),
+            salvage,
+        };
+        // SAFETY: `fut` is dropped once, in place; `strand` then writes
+        // `Done` over it, on every path.
+        unsafe { std::ptr::drop_in_place(fut) };
+        Poll::Ready(strand.done())
+    }
+}
+
+/// Writes `Done` over a [`Lazy`] whose `fut` was dropped, and returns its
+/// output; dropped instead (its `fut`'s drop panicked), it puts the output
+/// in `salvage`.
+struct Strand<'a, C, F, O> {
+    lazy: *mut Lazy<C, F>,
+    out: ManuallyDrop<O>,
+    salvage: &'a mut Option<O>,
+}
+
+impl<C, F, O> Strand<'_, C, F, O> {
+    #[inline]
+    fn done(self) -> O {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `lazy` is the pinned `Lazy` being polled, whose `fut` is
+        // dropped: writing over it leaks nothing. `out` is taken once:
+        // `this` is not dropped.
+        unsafe {
+            std::ptr::write(this.lazy, Lazy::Done);
+            ManuallyDrop::take(&mut this.out)
+        }
+    }
+}
+
+impl<C, F, O> Drop for Strand<'_, C, F, O> {
+    fn drop(&mut self) {
+        // SAFETY: as in `done`, which this runs instead of.
+        unsafe {
+            std::ptr::write(self.lazy, Lazy::Done);
+            *self.salvage = Some(ManuallyDrop::take(&mut self.out));
         }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn gone() -> ! {
-    panic!("async-contextlib: a step polled again after its start panicked")
+fn polled_again<C, F>(lazy: &Lazy<C, F>) -> ! {
+    if matches!(lazy, Lazy::Gone) {
+        panic!("async-contextlib: a step polled again after its start panicked")
+    }
+    panic!("async-contextlib: a step polled again after it finished")
+}
+
+pin_project! {
+    /// A future run as a step's code as is (the block).
+    pub(crate) struct Plain<B> {
+        #[pin]
+        fut: B,
+    }
+}
+
+impl<B> Plain<B> {
+    #[inline]
+    pub(crate) fn new(fut: B) -> Self {
+        Plain { fut }
+    }
+}
+
+impl<B: Future> Future for Plain<B> {
+    type Output = B::Output;
+
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "a projection")]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<B::Output> {
+        self.project().fut.poll(cx)
+    }
+}
+
+impl<B: Future> Code for Plain<B> {
+    const SPENT: bool = false;
+
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "a projection")]
+    fn poll_code(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        _: &mut Option<B::Output>,
+    ) -> Poll<B::Output> {
+        self.project().fut.poll(cx)
+    }
 }
 
 /// An optional value whose drop is out of line, and only when it holds
@@ -139,11 +269,22 @@ fn drop_rare<T>(value: &mut ManuallyDrop<Option<T>>) {
     unsafe { ManuallyDrop::drop(value) };
 }
 
+/// How a step's code ended: its output, or the panic caught in it.
+pub(crate) type Stepped<T> = Result<T, Caught<T>>;
+
+/// A panic caught in a step, and — if its code finished and then panicked
+/// as it dropped itself — the code's output.
+pub(crate) struct Caught<T> {
+    pub(crate) payload: Payload,
+    pub(crate) salvaged: Option<T>,
+}
+
 /// One piece of user code, polled with panics caught.
 ///
 /// The code is dropped in place as soon as it finishes (inline, where its
-/// state is known); dropped unfinished, the step first opens the scope's
-/// frame on the driver's cascade — on a cold path.
+/// state is known; by itself, for a [`Lazy`]); dropped unfinished, the
+/// step first opens the scope's frame on the driver's cascade — on a cold
+/// path.
 pub(crate) struct Step<F> {
     fut: ManuallyDrop<F>,
     // The scope's address, for the driver's cascade.
@@ -193,8 +334,8 @@ fn drop_unfinished<F>(step: &mut Step<F>) {
     unsafe { ManuallyDrop::drop(&mut step.fut) };
 }
 
-impl<F: Future> Future for Step<F> {
-    type Output = Result<F::Output, Payload>;
+impl<F: Code> Future for Step<F> {
+    type Output = Stepped<F::Output>;
 
     #[inline(always)] // measured: benches/instructions.sh, ~90 instructions per scope
     #[allow(clippy::inline_always)]
@@ -208,23 +349,53 @@ impl<F: Future> Future for Step<F> {
         );
         // SAFETY: as above.
         let fut = unsafe { Pin::new_unchecked(&mut *this.fut) };
-        let out = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(out)) => Ok(out),
-            Err(payload) => Err(payload),
-        };
-        this.live = false;
-        // The code finished (or panicked): drop it here, inline.
-        // SAFETY: as above; `live` is now false, so it is not dropped again.
-        unsafe { ManuallyDrop::drop(&mut this.fut) };
-        Poll::Ready(out)
+        let mut salvage = None;
+        match catch_unwind(AssertUnwindSafe(|| fut.poll_code(cx, &mut salvage))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => {
+                this.live = false;
+                // The code finished: drop it here, inline, unless it
+                // dropped itself as it finished.
+                if !F::SPENT {
+                    // SAFETY: as above; `live` is now false, so it is not
+                    // dropped again.
+                    unsafe { ManuallyDrop::drop(&mut this.fut) };
+                }
+                Poll::Ready(Ok(out))
+            }
+            Err(payload) => Poll::Ready(Err(step_panicked(this, payload, salvage))),
+        }
     }
+}
+
+/// The step's code panicked: what it finished with, if anything, is
+/// salvaged and the code dropped; a second panic, in that drop, is
+/// reported (a step's poll may run inside a destructor).
+#[cold]
+#[inline(never)]
+fn step_panicked<F: Code>(
+    step: &mut Step<F>,
+    payload: Payload,
+    salvaged: Option<F::Output>,
+) -> Caught<F::Output> {
+    step.live = false;
+    let fut = &mut step.fut;
+    // SAFETY: `fut` is pinned with the step (never moved) and is dropped
+    // here, once: `live` is now false.
+    if catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(fut) })).is_err() {
+        crate::driver::diag::report_exit_error(
+            "async_contextlib::with_scope",
+            "scope",
+            "a panicked step's code panicked again while it was dropped",
+        );
+    }
+    Caught { payload, salvaged }
 }
 
 /// How a bounded step ended.
 pub(crate) enum Bound<T> {
     /// It finished: its output, or its panic.
-    Done(Result<T, Payload>),
+    Done(Stepped<T>),
     /// The deadline owned by the manager at this depth cut it.
     Cut(u32),
 }
@@ -344,7 +515,7 @@ pin_project! {
     }
 }
 
-impl<F: Future> Bounded<F> {
+impl<F: Code> Bounded<F> {
     #[inline]
     pub(crate) fn new(fut: F, addr: usize, bounds: &Bounds) -> Self {
         // One test: the bounds' box exists whenever the scope has a
@@ -392,7 +563,7 @@ fn new_deadline(addr: usize, bounds: &BoundsState) -> Pin<Box<Deadline>> {
 /// [`Bounded::poll_bounded`] under a deadline or token (out of line: only
 /// scopes with a `timeout`/`deadline`/`cancelled_by` take it).
 #[inline(never)]
-fn poll_with_deadline<F: Future>(
+fn poll_with_deadline<F: Code>(
     mut step: Pin<&mut Step<F>>,
     deadline: &mut Pin<Box<Deadline>>,
     cx: &mut Context<'_>,
@@ -480,21 +651,41 @@ impl<E> Handover<E> {
 }
 
 impl<E> Future for Handover<E> {
-    type Output = Result<Result<(), E>, Payload>;
+    type Output = Stepped<Result<(), E>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let exit = this
-            .exit
-            .as_mut()
-            .expect("async-contextlib: exit polled after it finished");
-        let out = match catch_unwind(AssertUnwindSafe(|| exit.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => Ok(result),
-            Err(payload) => Err(payload),
-        };
-        drop(this.exit.take());
-        Poll::Ready(out)
+        let slot = &mut this.exit;
+        // The exit is dropped inside the catch as it finishes: a panic in
+        // that drop is the exit's, with its result kept.
+        let mut finished = None;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let exit = slot
+                .as_mut()
+                .expect("async-contextlib: exit polled after it finished");
+            finished = Some(ready!(exit.as_mut().poll(cx)));
+            drop(slot.take());
+            Poll::Ready(())
+        }));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(finished.expect("set as it finished"))),
+            Err(payload) => {
+                // Dropped here, not handed over: it panicked (or was dropped
+                // already, and `take` left nothing).
+                if catch_unwind(AssertUnwindSafe(|| drop(this.exit.take()))).is_err() {
+                    crate::driver::diag::report_exit_error(
+                        this.name,
+                        "exit",
+                        "a panicked exit panicked again while it was dropped",
+                    );
+                }
+                Poll::Ready(Err(Caught {
+                    payload,
+                    salvaged: finished,
+                }))
+            }
+        }
     }
 }
 
@@ -539,6 +730,55 @@ mod tests {
         assert_eq!(Rc::strong_count(&captured), 2);
         drop(unstarted);
         assert_eq!(Rc::strong_count(&captured), 1);
+    }
+
+    /// Ready at once; counts its drops, and panics in the first one if
+    /// told to.
+    struct Finishes<'a> {
+        drops: &'a std::cell::Cell<u32>,
+        panic_in_drop: bool,
+    }
+
+    impl Future for Finishes<'_> {
+        type Output = u32;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+            Poll::Ready(7)
+        }
+    }
+
+    impl Drop for Finishes<'_> {
+        fn drop(&mut self) {
+            self.drops.set(self.drops.get() + 1);
+            assert!(!self.panic_in_drop, "the finished future's drop panics");
+        }
+    }
+
+    #[test]
+    fn a_lazy_future_drops_its_future_once_as_it_finishes_even_if_that_drop_panics() {
+        for panic_in_drop in [false, true] {
+            let drops = std::cell::Cell::new(0);
+            let mut lazy = Box::pin(Lazy::new(|| Finishes {
+                drops: &drops,
+                panic_in_drop,
+            }));
+            let first = catch_unwind(AssertUnwindSafe(|| poll_once(lazy.as_mut())));
+            // Dropped as it finished, before the lazy future is.
+            assert_eq!(drops.get(), 1);
+            assert_eq!(first.is_err(), panic_in_drop);
+            if !panic_in_drop {
+                assert_eq!(first.ok(), Some(Poll::Ready(7)));
+            }
+            let again = catch_unwind(AssertUnwindSafe(|| poll_once(lazy.as_mut())));
+            let payload = again.expect_err("a second poll panics");
+            assert!(
+                payload
+                    .downcast_ref::<&str>()
+                    .is_some_and(|m| m.contains("after it finished"))
+            );
+            drop(lazy);
+            // Never dropped twice, nor polled again.
+            assert_eq!(drops.get(), 1);
+        }
     }
 
     #[test]
