@@ -641,7 +641,11 @@ impl<R, E, C, F> Enter<'_, '_, R, E, C, F> {
     /// same (its exit runs, with that outcome), but the block does not run.
     #[cold]
     #[inline(never)]
-    fn caught<V>(&mut self, caught: Caught<Result<V, E>>)
+    #[allow(
+        clippy::boxed_local,
+        reason = "unboxed by the caller, the enter's poll grew (nested_3 +168)"
+    )]
+    fn caught<V>(&mut self, caught: Box<Caught<Result<V, E>>>)
     where
         C: FnOnce(E) -> (Failure, R),
     {

@@ -270,7 +270,10 @@ fn drop_rare<T>(value: &mut ManuallyDrop<Option<T>>) {
 }
 
 /// How a step's code ended: its output, or the panic caught in it.
-pub(crate) type Stepped<T> = Result<T, Caught<T>>;
+///
+/// Boxed (one word): only a panic pays for it, and the happy path moves
+/// and tests a smaller value (issue 10).
+pub(crate) type Stepped<T> = Result<T, Box<Caught<T>>>;
 
 /// A panic caught in a step, and — if its code finished and then panicked
 /// as it dropped itself — the code's output.
@@ -373,11 +376,15 @@ impl<F: Code> Future for Step<F> {
 /// reported (a step's poll may run inside a destructor).
 #[cold]
 #[inline(never)]
+#[allow(
+    clippy::unnecessary_box_returns,
+    reason = "boxed for `Stepped`: one word on the happy path"
+)]
 fn step_panicked<F: Code>(
     step: &mut Step<F>,
     payload: Payload,
     salvaged: Option<F::Output>,
-) -> Caught<F::Output> {
+) -> Box<Caught<F::Output>> {
     step.live = false;
     let fut = &mut step.fut;
     // SAFETY: `fut` is pinned with the step (never moved) and is dropped
@@ -389,7 +396,7 @@ fn step_panicked<F: Code>(
             "a panicked step's code panicked again while it was dropped",
         );
     }
-    Caught { payload, salvaged }
+    Box::new(Caught { payload, salvaged })
 }
 
 /// How a bounded step ended.
@@ -680,10 +687,10 @@ impl<E> Future for Handover<E> {
                         "a panicked exit panicked again while it was dropped",
                     );
                 }
-                Poll::Ready(Err(Caught {
+                Poll::Ready(Err(Box::new(Caught {
                     payload,
                     salvaged: finished,
-                }))
+                })))
             }
         }
     }
