@@ -155,6 +155,8 @@ scenarios! {
     case11_a_failed_enter_that_panics_as_it_is_dropped_is_not_exited: SHORT;
     case11_a_stack_enter_that_panics_as_it_is_dropped_is_exited: SHORT;
     case11_a_stack_exit_that_panics_as_it_is_dropped_is_counted_once: SHORT;
+    case12_a_cancelled_stack_of_owned_entries_current_thread_is_bounded_and_counted: SHORT;
+    case12_a_cancelled_stack_of_owned_entries_multi_thread_exits_them: SHORT;
 }
 
 // ------------------------------------------------------------ managers
@@ -1518,6 +1520,60 @@ mod scenarios {
         let s = settled();
         // The stack and the bomb entered and exited.
         assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
+        assert_accounted(s);
+    }
+
+    // Case 12: a stack is finished in place when cancelled, even when its
+    // entries are owned (documented on `ExitStack`): on a current-thread
+    // runtime an exit that sleeps on that runtime's timer cannot progress,
+    // and is abandoned at the in-place limit — bounded, reported, counted;
+    // on a multi-thread runtime it completes.
+
+    #[async_context_manager]
+    async fn sleepy_owned(exits: Arc<AtomicUsize>) -> u32 {
+        let _ = yield_!(1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        exits.fetch_add(1, SeqCst);
+    }
+
+    fn cancelled_stack_of_owned(rt: tokio::runtime::Runtime) -> (usize, Stats, Duration) {
+        use async_contextlib::{BoxError, ExitStack};
+        set_in_place_limit(Duration::from_millis(200));
+        let exits = Arc::new(AtomicUsize::new(0));
+        let e = exits.clone();
+        let started = Instant::now();
+        rt.block_on(async move {
+            let scope = async move {
+                let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                    stack.enter(sleepy_owned(e)).await?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                });
+                r
+            };
+            let timed = tokio::time::timeout(Duration::from_millis(5), scope).await;
+            assert!(timed.is_err(), "the scope is cancelled");
+        });
+        let took = started.elapsed();
+        (exits.load(SeqCst), settled(), took)
+    }
+
+    pub(super) fn case12_a_cancelled_stack_of_owned_entries_current_thread_is_bounded_and_counted()
+    {
+        let (exits, s, took) = cancelled_stack_of_owned(current_thread());
+        assert_eq!(exits, 0, "its exit cannot progress on the blocked runtime");
+        assert_eq!((s.entered, s.exited, s.abandoned), (2, 1, 1), "{s:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "bounded by the in-place limit: {took:?}"
+        );
+        assert_accounted(s);
+    }
+
+    pub(super) fn case12_a_cancelled_stack_of_owned_entries_multi_thread_exits_them() {
+        let (exits, s, _) = cancelled_stack_of_owned(multi_thread());
+        assert_eq!(exits, 1);
+        assert_eq!((s.entered, s.exited, s.abandoned), (2, 2, 0), "{s:?}");
         assert_accounted(s);
     }
 

@@ -668,7 +668,14 @@ impl<K> Drop for Core<'_, K> {
 /// * Cancelled (the stack dropped with entries left), each entry is
 ///   finished in place, newest first, bounded by
 ///   [`in_place_limit`](crate::in_place_limit) (ARCHITECTURE.md says why
-///   not detached).
+///   not detached), even when every entry is owned. On a multi-thread
+///   runtime that completes before the drop returns. On a current-thread
+///   runtime an exit that waits on that runtime's timers or I/O cannot
+///   progress there: it is abandoned once the limit passes, reported and
+///   counted in [`stats`](crate::stats) (`abandoned`). Where that matters,
+///   `stack.close().await` before the point where the task may be
+///   cancelled, [`shield`](crate::shield) the waiting part of the exit, or enter such
+///   managers in `with_scope!` itself, whose owned managers are detached.
 /// * One allocation per entry; unwinding is a loop, not recursion.
 /// * `ExitStack` is `Send + Sync` and takes [`SendManager`]s; for managers
 ///   whose exit is not `Send`, use [`LocalExitStack`].
