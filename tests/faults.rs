@@ -157,6 +157,14 @@ scenarios! {
     case11_a_stack_exit_that_panics_as_it_is_dropped_is_counted_once: SHORT;
     case12_a_cancelled_stack_of_owned_entries_current_thread_is_bounded_and_counted: SHORT;
     case12_a_cancelled_stack_of_owned_entries_multi_thread_exits_them: SHORT;
+    case13_a_stack_enter_that_panics_in_poll_and_drop_does_not_abort: SHORT;
+    case13_a_block_cut_by_a_timeout_that_panics_as_it_is_dropped_current_thread: SHORT;
+    case13_a_block_cut_by_a_timeout_that_panics_as_it_is_dropped_multi_thread: SHORT;
+    case13_a_block_moved_on_from_that_panics_as_it_is_dropped: SHORT;
+    case13_a_block_cut_by_a_token_that_panics_as_it_is_dropped: SHORT;
+    case13_an_enter_cut_by_a_timeout_that_panics_as_it_is_dropped: SHORT;
+    case13_a_stack_exit_error_then_a_panic_as_it_is_dropped_resumes_once: SHORT;
+    case13_a_stack_enter_error_then_a_panic_as_it_is_dropped_is_reported: SHORT;
 }
 
 // ------------------------------------------------------------ managers
@@ -280,6 +288,7 @@ struct Bomb<P> {
     enter_bomb: bool,
     exit_bomb: bool,
     fails: bool,
+    exit_fails: bool,
 }
 
 impl<P> Bomb<P> {
@@ -289,6 +298,7 @@ impl<P> Bomb<P> {
             enter_bomb: true,
             exit_bomb: false,
             fails: false,
+            exit_fails: false,
         }
     }
     fn exit(probe: P) -> Self {
@@ -297,6 +307,7 @@ impl<P> Bomb<P> {
             enter_bomb: false,
             exit_bomb: true,
             fails: false,
+            exit_fails: false,
         }
     }
 }
@@ -329,8 +340,13 @@ impl<P: std::ops::Deref<Target = Probe>> AsyncContextManager for Bomb<P> {
             .unwrap()
             .push(format!("bomb:{}", outcome.label()));
         self.probe.exited.fetch_add(1, SeqCst);
+        let out = if self.exit_fails {
+            Err(std::io::Error::other("bomb: exit failed"))
+        } else {
+            Ok(())
+        };
         PanicsWhenDropped {
-            out: Some(Ok(())),
+            out: Some(out),
             armed: self.exit_bomb,
             what: "bomb: exit",
         }
@@ -1575,6 +1591,271 @@ mod scenarios {
         assert_eq!(exits, 1);
         assert_eq!((s.entered, s.exited, s.abandoned), (2, 2, 0), "{s:?}");
         assert_accounted(s);
+    }
+
+    // Case 13 (a second attack pass): panics while a step's code is
+    // dropped outside the happy path — a stack enter that panics in its
+    // poll and again in its drop, code cut by a deadline or token whose
+    // drop panics, an error returned just before such a panic. Caught,
+    // resumed once, reported; never an abort, never a scope treated as
+    // cancelled by its caller.
+
+    /// Panics when polled, and again when dropped.
+    struct PanicsTwice;
+
+    impl Future for PanicsTwice {
+        type Output = Result<&'static str, Infallible>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            panic!("enter panicked in its poll")
+        }
+    }
+
+    impl Drop for PanicsTwice {
+        fn drop(&mut self) {
+            panic!("enter panicked again as it was dropped");
+        }
+    }
+
+    struct DoubleBomb;
+
+    impl AsyncContextManager for DoubleBomb {
+        type Value<'a> = &'static str;
+        type Error = Infallible;
+        fn enter(&mut self) -> impl Future<Output = Result<&'static str, Infallible>> {
+            PanicsTwice
+        }
+        async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    async_contextlib::send_manager!(DoubleBomb);
+
+    pub(super) fn case13_a_stack_enter_that_panics_in_poll_and_drop_does_not_abort() {
+        let (_guard, events) = driver_util::capture();
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                use async_contextlib::{BoxError, ExitStack};
+                let r: Result<i32, BoxError> =
+                    with_scope!(Hand::new("outer", p.clone()), ExitStack::new() as stack => {
+                        stack.enter(DoubleBomb).await?;
+                        Ok(1)
+                    });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the enter's panic resumes");
+        assert_eq!(panic_message(&*payload), "enter panicked in its poll");
+        assert_eq!(probe.log(), ["outer:panicked"]);
+        assert!(
+            events
+                .find(tracing::Level::ERROR, &["panicked again"])
+                .is_some(),
+            "{:?}",
+            events.all()
+        );
+        let s = settled();
+        assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// Panics as it is dropped (a local of the block).
+    struct PanicsWhenCut;
+
+    impl Drop for PanicsWhenCut {
+        fn drop(&mut self) {
+            panic!("the block's local panicked as it was dropped");
+        }
+    }
+
+    /// `with_scope!(outer, BOUND, inner)` whose block, cut by `BOUND`,
+    /// holds a local whose drop panics: the exits see `Panicked`, run to
+    /// their end (the scope was not cancelled by its caller), and the
+    /// panic resumes once.
+    fn cut_block_panics(rt: tokio::runtime::Runtime, bound: u8) {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = rt.block_on(
+            AssertUnwindSafe(async move {
+                let p = &*p;
+                let block = || async {
+                    let _local = PanicsWhenCut;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                };
+                match bound {
+                    0 => {
+                        let r: Result<i32, async_contextlib::Elapsed> = with_scope!(
+                            Hand::new("outer", p).exit(Act::Sleep(1)),
+                            async_contextlib::timeout(Duration::from_millis(20)),
+                            Hand::new("inner", p).exit(Act::Sleep(1)) => { block().await; Ok(1) });
+                        r.map_err(|e| e.to_string())
+                    }
+                    1 => {
+                        let r: Option<i32> = with_scope!(
+                            Hand::new("outer", p).exit(Act::Sleep(1)),
+                            async_contextlib::move_on_after(Duration::from_millis(20)),
+                            Hand::new("inner", p).exit(Act::Sleep(1)) => { block().await; Some(1) });
+                        r.ok_or_else(|| "moved on".to_owned())
+                    }
+                    _ => {
+                        let token = tokio_util::sync::CancellationToken::new();
+                        let t = token.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            t.cancel();
+                        });
+                        let r: Result<i32, async_contextlib::TokenCancelled> = with_scope!(
+                            Hand::new("outer", p).exit(Act::Sleep(1)),
+                            async_contextlib::cancelled_by(token),
+                            Hand::new("inner", p).exit(Act::Sleep(1)) => { block().await; Ok(1) });
+                        r.map_err(|e| e.to_string())
+                    }
+                }
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the drop's panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "the block's local panicked as it was dropped"
+        );
+        assert_eq!(probe.log(), ["inner:panicked", "outer:panicked"]);
+        assert_eq!(probe.exited(), 2, "both exits ran to their end");
+        drop(rt);
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (3, 3, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case13_a_block_cut_by_a_timeout_that_panics_as_it_is_dropped_current_thread() {
+        cut_block_panics(current_thread(), 0);
+    }
+    pub(super) fn case13_a_block_cut_by_a_timeout_that_panics_as_it_is_dropped_multi_thread() {
+        cut_block_panics(multi_thread(), 0);
+    }
+    pub(super) fn case13_a_block_moved_on_from_that_panics_as_it_is_dropped() {
+        cut_block_panics(current_thread(), 1);
+    }
+    pub(super) fn case13_a_block_cut_by_a_token_that_panics_as_it_is_dropped() {
+        cut_block_panics(current_thread(), 2);
+    }
+
+    /// Never ready; panics as it is dropped.
+    struct PendingPanicsWhenDropped;
+
+    impl Future for PendingPanicsWhenDropped {
+        type Output = Result<&'static str, Infallible>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl Drop for PendingPanicsWhenDropped {
+        fn drop(&mut self) {
+            panic!("the cut enter panicked as it was dropped");
+        }
+    }
+
+    struct SlowEnterBomb;
+
+    impl AsyncContextManager for SlowEnterBomb {
+        type Value<'a> = &'static str;
+        type Error = Infallible;
+        fn enter(&mut self) -> impl Future<Output = Result<&'static str, Infallible>> {
+            PendingPanicsWhenDropped
+        }
+        async fn exit(&mut self, _: Outcome) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    pub(super) fn case13_an_enter_cut_by_a_timeout_that_panics_as_it_is_dropped() {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                let r: Result<i32, async_contextlib::Elapsed> = with_scope!(
+                    Hand::new("outer", &*p),
+                    async_contextlib::timeout(Duration::from_millis(20)),
+                    SlowEnterBomb => { Ok(1) });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the drop's panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "the cut enter panicked as it was dropped"
+        );
+        assert_eq!(probe.log(), ["outer:panicked"]);
+        let s = settled();
+        // `outer` and the timeout entered; the bomb did not, and its
+        // panic counts as its failure.
+        assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    /// A stack entry whose enter or exit returns an error and then panics
+    /// as its future is dropped: the panic resumes, the error is reported.
+    fn stack_error_then_panic(in_enter: bool) {
+        let (_guard, events) = driver_util::capture();
+        let probe = Probe::new();
+        let p = probe.clone();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                use async_contextlib::{BoxError, ExitStack};
+                let mut bomb = if in_enter {
+                    Bomb::enter(p.clone())
+                } else {
+                    Bomb::exit(p.clone())
+                };
+                bomb.fails = in_enter;
+                bomb.exit_fails = !in_enter;
+                let r: Result<i32, BoxError> = with_scope!(ExitStack::new() as stack => {
+                    stack.enter(bomb).await?;
+                    Ok(1)
+                });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the panic resumes");
+        let what = if in_enter { "enter" } else { "exit" };
+        assert_eq!(
+            panic_message(&*payload),
+            format!("bomb: {what} panicked as it was dropped")
+        );
+        // An enter's error is reported. An exit's is not: a stack runs an
+        // entry's exit through `SendManager::exit_owned` (here
+        // `send_manager!`'s `async` block), inside whose poll the exit
+        // future is dropped, so the error is gone with that panic.
+        if in_enter {
+            assert!(
+                events
+                    .find(tracing::Level::ERROR, &[&format!("bomb: {what} failed")])
+                    .is_some(),
+                "the error was lost: {:?}",
+                events.all()
+            );
+        }
+        let s = settled();
+        assert_accounted(s);
+    }
+
+    pub(super) fn case13_a_stack_exit_error_then_a_panic_as_it_is_dropped_resumes_once() {
+        stack_error_then_panic(false);
+    }
+    pub(super) fn case13_a_stack_enter_error_then_a_panic_as_it_is_dropped_is_reported() {
+        stack_error_then_panic(true);
     }
 
     pub(super) fn case11_a_stack_exit_that_panics_as_it_is_dropped_is_counted_once() {

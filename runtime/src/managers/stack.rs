@@ -111,6 +111,8 @@ where
     }
 
     fn poll_exit(&mut self, outcome: &Outcome, cx: &mut Context<'_>) -> Poll<Exited> {
+        // The exit's result, kept here if its drop (below) panics.
+        let mut finished = None;
         let poll = catch_unwind(AssertUnwindSafe(|| {
             if matches!(self.state, State::Entered { .. }) {
                 let State::Entered { manager, exit, .. } =
@@ -121,21 +123,31 @@ where
                 self.state = State::Exiting(exit(manager, outcome.clone()));
             }
             let State::Exiting(fut) = &mut self.state else {
-                return Poll::Ready(Ok(()));
+                finished = Some(Ok(()));
+                return Poll::Ready(());
             };
             // SAFETY: the entry lives in a node of its stack, which is
             // never moved and is freed only after this future is done or
             // dropped in place.
             let fut = unsafe { Pin::new_unchecked(fut) };
-            let result = ready!(fut.poll(cx)).into_exit();
+            finished = Some(ready!(fut.poll(cx)).into_exit());
             // Dropped inside the catch: a panic in that drop is the exit's.
             finish_state(&mut self.state);
-            Poll::Ready(result)
+            Poll::Ready(())
         }));
         match poll {
             Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(finished.expect("set as it finished"))),
             Err(payload) => {
+                // An exit that failed, then panicked as it was dropped: the
+                // panic is its outcome, the error is reported.
+                if let Some(Err(error)) = finished {
+                    diag::report_exit_error(
+                        self.name,
+                        "exit stack",
+                        &format!("{error} (then its exit panicked as it was dropped)"),
+                    );
+                }
                 // Dropped already if it was its drop that panicked; else the
                 // panicked exit is dropped here, a second panic reported (a
                 // stack may unwind inside a destructor).
@@ -282,6 +294,7 @@ impl<'a, K> Core<'a, K> {
     ) -> impl Future<Output = Result<M::Value<'s>, M::Error>> + 's
     where
         M: AsyncContextManager + 'a,
+        M::Error: Into<BoxError>,
         EntryImpl<M, G, F>: Entry + 'a,
         K: Admits<EntryImpl<M, G, F>>,
     {
@@ -379,6 +392,7 @@ pin_project! {
 impl<K, L, V, E> Future for Entering<'_, '_, K, L>
 where
     L: Code<Output = Result<V, E>>,
+    E: Into<BoxError>,
 {
     type Output = Result<V, E>;
 
@@ -400,19 +414,46 @@ where
                 // was dropped entered all the same: its entry is pushed
                 // (so its exit runs as the stack unwinds) before the panic
                 // goes on to the block.
+                let name = this.name;
                 if let Some(Ok(value)) = salvage {
                     this.enter.set(None);
                     let node = this.node.take().expect("entered once");
-                    stats::entered(this.name);
+                    stats::entered(name);
                     this.core.push(Owned(node.0));
                     // The block does not get it (nodes never move, so it
                     // may still borrow its entry here); a panic in its drop
                     // is reported, the enter's goes on.
                     if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
                         diag::report_exit_error(
-                            this.name,
+                            name,
                             "exit stack",
                             "the value its panicking enter returned panicked as it was dropped",
+                        );
+                    }
+                } else {
+                    if let Some(Err(error)) = salvage {
+                        let error: BoxError = error.into();
+                        diag::report_exit_error(
+                            name,
+                            "exit stack",
+                            &format!("its enter failed: {error} (then panicked as it was dropped)"),
+                        );
+                    }
+                    // Not entered. The panicked enter and its node are
+                    // dropped here, not by the unwind below, where a second
+                    // panic would abort: it is reported instead.
+                    let (enter, node) = (&mut this.enter, this.node.take());
+                    let dropped = catch_unwind(AssertUnwindSafe(move || {
+                        enter.set(None);
+                        if let Some(node) = node {
+                            node.free();
+                        }
+                    }));
+                    if dropped.is_err() {
+                        diag::report_exit_error(
+                            name,
+                            "exit stack",
+                            "its panicked enter panicked again while it was dropped",
                         );
                     }
                 }

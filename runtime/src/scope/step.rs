@@ -508,6 +508,9 @@ pin_project! {
         addr: usize,
         cut: Option<Node>,
         fired: bool,
+        // The cut code panicked as it was dropped: the step's outcome, once
+        // what it queued has run.
+        panicked: Option<Payload>,
     }
 
     impl PinnedDrop for Deadline {
@@ -564,6 +567,7 @@ fn new_deadline(addr: usize, bounds: &BoundsState) -> Pin<Box<Deadline>> {
         addr,
         cut: None,
         fired: false,
+        panicked: None,
     })
 }
 
@@ -581,7 +585,7 @@ fn poll_with_deadline<F: Code>(
             ready!(node.as_mut().poll(cx));
             *deadline.cut = None;
         }
-        return Poll::Ready(Bound::Cut(*deadline.owner));
+        return Poll::Ready(cut_or_panicked(deadline.panicked, *deadline.owner));
     }
     // The code first: one that finishes as the deadline fires is untouched.
     if let Poll::Ready(out) = step.as_mut().poll(cx) {
@@ -610,12 +614,32 @@ fn poll_with_deadline<F: Code>(
     // meanwhile, `Deadline`'s drop hands the rest to the driver.
     let addr = step.addr;
     *deadline.fired = true;
-    *deadline.cut = cascade::drop_in_cascade(addr, || step.as_mut().drop_now());
+    // A panic as the cut code is dropped is caught (it would unwind out of
+    // the scope's poll, as if the scope itself were dropped): it becomes
+    // the step's outcome once what the drop queued has run.
+    let panicked = &mut *deadline.panicked;
+    *deadline.cut = cascade::drop_in_cascade(addr, || {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| step.as_mut().drop_now())) {
+            *panicked = Some(payload);
+        }
+    });
     if let Some(node) = deadline.cut.as_mut() {
         ready!(node.as_mut().poll(cx));
         *deadline.cut = None;
     }
-    Poll::Ready(Bound::Cut(owner))
+    Poll::Ready(cut_or_panicked(deadline.panicked, owner))
+}
+
+/// How a cut step ended: cut, or — if its code panicked as it was dropped —
+/// panicked.
+fn cut_or_panicked<T>(panicked: &mut Option<Payload>, owner: u32) -> Bound<T> {
+    match panicked.take() {
+        Some(payload) => Bound::Done(Err(Box::new(Caught {
+            payload,
+            salvaged: None,
+        }))),
+        None => Bound::Cut(owner),
+    }
 }
 
 /// An owned manager's exit, boxed so that it can outlive its scope.
