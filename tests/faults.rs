@@ -165,6 +165,8 @@ scenarios! {
     case13_an_enter_cut_by_a_timeout_that_panics_as_it_is_dropped: SHORT;
     case13_a_stack_exit_error_then_a_panic_as_it_is_dropped_resumes_once: SHORT;
     case13_a_stack_enter_error_then_a_panic_as_it_is_dropped_is_reported: SHORT;
+    case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_current_thread: SHORT;
+    case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_multi_thread: SHORT;
 }
 
 // ------------------------------------------------------------ managers
@@ -1802,6 +1804,52 @@ mod scenarios {
         // panic counts as its failure.
         assert_eq!((s.entered, s.exited, s.exit_failures), (2, 2, 1), "{s:?}");
         assert_accounted(s);
+    }
+
+    /// The caller drops a scope (a timeout around it) while a manager's
+    /// enter is pending, and that enter future panics as it is dropped:
+    /// the drop does not panic (reported instead), the managers entered
+    /// before it exit once with `Cancelled`.
+    fn cancelled_enter_panics(rt: tokio::runtime::Runtime) {
+        let (_guard, events) = driver_util::capture();
+        let probe = Probe::new();
+        let p = probe.clone();
+        let dropped = rt.block_on(async move {
+            let scope = async move {
+                let r: Result<i32, Infallible> =
+                    with_scope!(Hand::new("outer", p.clone()), SlowEnterBomb => { Ok(1) });
+                r
+            };
+            let dropped = AssertUnwindSafe(tokio::time::timeout(Duration::from_millis(5), scope))
+                .catch_unwind()
+                .await;
+            // The owned `outer`'s exit was handed to this runtime's driver.
+            async_contextlib::drain().await;
+            dropped
+        });
+        let timed_out = dropped.expect("no panic escapes the scope's drop");
+        assert!(timed_out.is_err(), "the timeout cut the scope");
+        assert!(
+            events
+                .find(
+                    tracing::Level::ERROR,
+                    &["panicked as its scope was dropped"]
+                )
+                .is_some(),
+            "{:?}",
+            events.all()
+        );
+        let s = settled();
+        assert_eq!(probe.log(), ["outer:cancelled"]);
+        assert_eq!((s.entered, s.exited), (1, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_current_thread() {
+        cancelled_enter_panics(current_thread());
+    }
+    pub(super) fn case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_multi_thread() {
+        cancelled_enter_panics(multi_thread());
     }
 
     /// A stack entry whose enter or exit returns an error and then panics

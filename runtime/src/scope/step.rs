@@ -332,9 +332,19 @@ fn drop_unfinished<F>(step: &mut Step<F>) {
     // Opens before the code (and scopes nested in it) is dropped.
     cascade::open(step.addr);
     step.live = false;
+    let fut = &mut step.fut;
     // SAFETY: the step is being dropped; `fut` was never moved out of it
     // (it is pinned with the step) and is dropped once.
-    unsafe { ManuallyDrop::drop(&mut step.fut) };
+    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(fut) }));
+    // A panic here has no one to resume to (the scope is being dropped,
+    // maybe by an unwind already, where it would abort): reported.
+    if dropped.is_err() {
+        crate::driver::diag::report_exit_error(
+            "async_contextlib::with_scope",
+            "cancelled",
+            "a manager's enter or exit, or the block, panicked as its scope was dropped",
+        );
+    }
 }
 
 impl<F: Code> Future for Step<F> {
