@@ -165,6 +165,7 @@ scenarios! {
     case13_an_enter_cut_by_a_timeout_that_panics_as_it_is_dropped: SHORT;
     case13_a_stack_exit_error_then_a_panic_as_it_is_dropped_resumes_once: SHORT;
     case13_a_stack_enter_error_then_a_panic_as_it_is_dropped_is_reported: SHORT;
+    case13_a_boxed_stack_exit_error_then_a_panic_as_it_is_dropped_is_reported: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_current_thread: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_multi_thread: SHORT;
 }
@@ -1882,19 +1883,22 @@ mod scenarios {
             panic_message(&*payload),
             format!("bomb: {what} panicked as it was dropped")
         );
-        // An enter's error is reported. An exit's is not: a stack runs an
-        // entry's exit through `SendManager::exit_owned` (here
-        // `send_manager!`'s `async` block), inside whose poll the exit
-        // future is dropped, so the error is gone with that panic.
-        if in_enter {
-            assert!(
-                events
-                    .find(tracing::Level::ERROR, &[&format!("bomb: {what} failed")])
-                    .is_some(),
-                "the error was lost: {:?}",
-                events.all()
-            );
-        }
+        // The error is reported, an exit's too: a stack runs an entry's
+        // exit through `SendManager::exit_owned` (here `send_manager!`'s),
+        // which drops the finished exit future under a catch.
+        assert!(
+            events
+                .find(
+                    tracing::Level::ERROR,
+                    &[
+                        &format!("bomb: {what} failed"),
+                        "panicked as it was dropped"
+                    ]
+                )
+                .is_some(),
+            "the error was lost: {:?}",
+            events.all()
+        );
         let s = settled();
         assert_accounted(s);
     }
@@ -1904,6 +1908,61 @@ mod scenarios {
     }
     pub(super) fn case13_a_stack_enter_error_then_a_panic_as_it_is_dropped_is_reported() {
         stack_error_then_panic(true);
+    }
+
+    /// Lends `&mut` (as `box_manager!` needs); its exit fails, then
+    /// panics as its future is dropped.
+    struct LendingBomb(u32);
+
+    impl AsyncContextManager for LendingBomb {
+        type Value<'a> = &'a mut u32;
+        type Error = std::io::Error;
+        async fn enter(&mut self) -> Result<&mut u32, std::io::Error> {
+            Ok(&mut self.0)
+        }
+        fn exit(&mut self, _: Outcome) -> impl Future<Output = Result<(), std::io::Error>> {
+            PanicsWhenDropped {
+                out: Some(Err(std::io::Error::other("boxed bomb: exit failed"))),
+                armed: true,
+                what: "boxed bomb: exit",
+            }
+        }
+        fn name(&self) -> &'static str {
+            "boxed-bomb"
+        }
+    }
+
+    pub(super) fn case13_a_boxed_stack_exit_error_then_a_panic_as_it_is_dropped_is_reported() {
+        let (_guard, events) = driver_util::capture();
+        let result = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                use async_contextlib::{BoxError, BoxManager, ExitStack};
+                let r: Result<u32, BoxError> = with_scope!(ExitStack::new() as stack => {
+                    let boxed: BoxManager<u32, std::io::Error> =
+                        async_contextlib::box_manager!(LendingBomb(7));
+                    let v = stack.enter(boxed).await?;
+                    Ok(*v)
+                });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = result.expect_err("the panic resumes");
+        assert_eq!(
+            panic_message(&*payload),
+            "boxed bomb: exit panicked as it was dropped"
+        );
+        // The boxed error has no `Display` in the box: it is named by type.
+        let reported = events.find(
+            tracing::Level::ERROR,
+            &[
+                "boxed-bomb",
+                "std::io::error::Error",
+                "panicked as it was dropped",
+            ],
+        );
+        assert!(reported.is_some(), "the error was lost: {:?}", events.all());
+        assert_accounted(settled());
     }
 
     pub(super) fn case11_a_stack_exit_that_panics_as_it_is_dropped_is_counted_once() {

@@ -192,6 +192,11 @@ pub trait OwnedManager: AsyncContextManager + 'static {}
 /// # let _ = Lease { id: 1 };
 /// ```
 ///
+/// Prefer the macro: the exit it writes drops the finished exit future
+/// under a catch, so that an error the exit returned just before its
+/// future panicked in `Drop` is reported rather than lost with the unwind,
+/// which the `async` block above cannot do.
+///
 /// A manager whose exit is not `Send` goes in a
 /// [`LocalExitStack`](crate::LocalExitStack) instead.
 ///
@@ -221,7 +226,16 @@ macro_rules! send_manager {
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<(), <Self as $crate::AsyncContextManager>::Error>,
                 > + ::core::marker::Send {
-                    async move { $crate::AsyncContextManager::exit(&mut self, outcome).await }
+                    async move {
+                        $crate::__private::exit_reported(&mut self, outcome, |error| {
+                            #[allow(unused_imports)]
+                            use $crate::__private::{
+                                DescribeDebug as _, DescribeDisplay as _, DescribeOpaque as _,
+                            };
+                            (&&&$crate::__private::Describe(error)).__acm_failure()
+                        })
+                        .await
+                    }
                 }
             }
         )+

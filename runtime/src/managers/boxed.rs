@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::{AsyncContextManager, Deadline, Outcome, OwnedManager, SendManager};
+use crate::{AsyncContextManager, Deadline, Failure, Outcome, OwnedManager, SendManager};
 
 /// A boxed `Send` future borrowing for `'a`: what a [`BoxManager`]'s enter
 /// and exit return once erased.
@@ -262,7 +262,9 @@ macro_rules! forward {
 
         impl<$($params)*> SendManager for $ty {
             async fn exit_owned(mut self, outcome: Outcome) -> Result<(), E> {
-                self.inner.exit(outcome).await
+                // The erased error has no `Display` here: named by its type
+                // if it is reported.
+                crate::managers::stack::exit_reported(&mut self, outcome, Failure::opaque).await
             }
         }
 

@@ -142,11 +142,7 @@ where
                 // An exit that failed, then panicked as it was dropped: the
                 // panic is its outcome, the error is reported.
                 if let Some(Err(error)) = finished {
-                    diag::report_exit_error(
-                        self.name,
-                        "exit stack",
-                        &format!("{error} (then its exit panicked as it was dropped)"),
-                    );
+                    report_error_then_panic(self.name, &error);
                 }
                 // Dropped already if it was its drop that panicked; else the
                 // panicked exit is dropped here, a second panic reported (a
@@ -160,6 +156,78 @@ where
                     );
                 }
                 Poll::Ready(Err(payload))
+            }
+        }
+    }
+}
+
+/// Reports the error an exit returned before its future panicked as it
+/// was dropped (the panic is the exit's outcome; the error would be lost).
+#[cold]
+fn report_error_then_panic(name: &'static str, error: &dyn std::fmt::Display) {
+    // The error's `Display` is user code, run while a panic is in hand.
+    let message = catch_unwind(AssertUnwindSafe(|| error.to_string()))
+        .unwrap_or_else(|_| "an error whose `Display` panicked".to_owned());
+    diag::report_exit_error(
+        name,
+        "exit stack",
+        &format!("{message} (then its exit panicked as it was dropped)"),
+    );
+}
+
+/// What [`send_manager!`](crate::send_manager) makes a manager's owned exit
+/// with: `manager.exit(outcome)`, whose future is dropped under a catch as
+/// soon as it finishes. Awaited in the macro's `async` block instead, the
+/// future would be dropped inside that block's poll, and an error it
+/// returned just before panicking in its drop would go with the unwind; here
+/// it is reported, then the panic goes on (and the stack running the exit
+/// counts it as the exit's outcome).
+#[doc(hidden)]
+pub fn exit_reported<M: AsyncContextManager>(
+    manager: &mut M,
+    outcome: Outcome,
+    describe: fn(&M::Error) -> Failure,
+) -> impl Future<Output = Result<(), M::Error>> + '_ {
+    let name = manager.name();
+    ExitReported {
+        code: Lazy::new(move || manager.exit(outcome)),
+        name,
+        describe,
+    }
+}
+
+pin_project! {
+    struct ExitReported<C, F, D> {
+        #[pin]
+        code: Lazy<C, F>,
+        name: &'static str,
+        describe: D,
+    }
+}
+
+impl<C, F, E> Future for ExitReported<C, F, fn(&E) -> Failure>
+where
+    C: FnOnce() -> F,
+    F: Future<Output = Result<(), E>>,
+{
+    type Output = Result<(), E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let this = self.project();
+        let mut salvage = None;
+        let code = this.code;
+        match catch_unwind(AssertUnwindSafe(|| code.poll_code(cx, &mut salvage))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                if let Some(Err(error)) = &salvage {
+                    let describe = *this.describe;
+                    let failure = catch_unwind(AssertUnwindSafe(|| describe(error)));
+                    match failure {
+                        Ok(failure) => report_error_then_panic(this.name, &failure),
+                        Err(_) => report_error_then_panic(this.name, &"an error"),
+                    }
+                }
+                resume_unwind(payload)
             }
         }
     }
