@@ -103,7 +103,9 @@ pub mod __private {
     pub use crate::driver::Job;
     pub use crate::generator::{Co, YieldLend, YieldValue};
     pub use crate::managers::boxed::FromParts;
-    pub use crate::managers::stack::exit_reported;
+    pub use crate::managers::stack::{
+        DetachBorrowing, DetachOwned, DetachedEntry, OwnedProbe, detach_entry, exit_reported,
+    };
     pub use crate::scope::Scope;
     pub use crate::scope::dispatch::{
         Check, CheckManager, Classify, ClassifyDebug, ClassifyDisplay, ClassifyOpaque,

@@ -209,6 +209,22 @@ pub trait OwnedManager: AsyncContextManager + 'static {}
 pub trait SendManager: AsyncContextManager + Send + Sized {
     /// The manager's exit, as a `Send` future that owns the manager.
     fn exit_owned(self, outcome: Outcome) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// An entered manager of a cancelled `ExitStack`, moved into an entry
+    /// that the exit driver runs after the drop: `Ok` only for an owned
+    /// manager (`'static`), whose impl proves it (`send_manager!` for an
+    /// [`OwnedManager`], generated managers that borrow nothing, the
+    /// library's own). The default gives the manager back, to be finished
+    /// in place.
+    #[doc(hidden)]
+    fn __detach(
+        self,
+        name: &'static str,
+        into_box: fn(Self::Error) -> crate::BoxError,
+    ) -> Result<crate::__private::DetachedEntry, Self> {
+        let _ = (name, into_box);
+        Err(self)
+    }
 }
 
 /// Implements [`SendManager`] for a hand-written manager type whose exit
@@ -236,6 +252,16 @@ macro_rules! send_manager {
                         })
                         .await
                     }
+                }
+
+                fn __detach(
+                    self,
+                    name: &'static str,
+                    into_box: fn(<Self as $crate::AsyncContextManager>::Error) -> $crate::BoxError,
+                ) -> ::core::result::Result<$crate::__private::DetachedEntry, Self> {
+                    #[allow(unused_imports)]
+                    use $crate::__private::{DetachBorrowing as _, DetachOwned as _};
+                    (&&$crate::__private::OwnedProbe::<Self>::new()).__acm_detach(self, name, into_box)
                 }
             }
         )+

@@ -243,3 +243,50 @@ async fn lend_vec_sync(seen: &Cell<Vec<u32>>) -> &mut Vec<u32> {
     v.push(100);
     seen.set(v);
 }
+
+/// Owned (borrows nothing): a cancelled `ExitStack` of these is handed to
+/// the exit driver.
+#[async_context_manager]
+async fn lend_owned(id: u32, log: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> &mut Vec<u32> {
+    let mut v = vec![id];
+    let outcome = yield_!(&mut v);
+    suspend().await;
+    log.lock()
+        .unwrap()
+        .push(format!("{id} {} {v:?}", outcome.label()));
+}
+
+#[test]
+fn an_owned_exit_stack_dropped_with_lent_entries_is_detached_and_exits_each_once() {
+    use async_contextlib::{BoxError, ExitStack};
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let before = async_contextlib::stats();
+    {
+        let scope = async {
+            let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                let a = stack.enter(lend_owned(1, log.clone())).await?;
+                let b = stack.enter(lend_owned(2, log.clone())).await?;
+                a.push(10);
+                b.push(20);
+                suspend().await; // the scope is dropped here
+                Ok(())
+            });
+            r
+        };
+        let mut scope = std::pin::pin!(scope);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(scope.as_mut().poll(&mut cx).is_pending());
+    }
+    // Moved out of their nodes into the driver's stack (the lent locals
+    // stay in the generators' own frames), then exited there, newest first.
+    block_on(async_contextlib::drain());
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["2 cancelled [2, 20]", "1 cancelled [1, 10]"]
+    );
+    // (Other tests of this binary run beside it: only what this one adds
+    // at least is checked.)
+    let after = async_contextlib::stats();
+    assert!(after.exited - before.exited >= 3);
+    assert_eq!(after.abandoned, before.abandoned);
+}

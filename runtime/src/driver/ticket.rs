@@ -23,6 +23,10 @@ pub(crate) enum Kind {
     /// Blocking work that outlived the scope that started it (a `from_sync`
     /// enter that could not be cut), finishing on the blocking pool.
     Blocking,
+    /// The unwinding of a cancelled `ExitStack` of owned entries (each
+    /// entry counts its own exit, or its loss, as the stack unwinds or is
+    /// dropped).
+    Stack,
 }
 
 impl Kind {
@@ -32,6 +36,7 @@ impl Kind {
             Kind::Shield => "shielded future",
             Kind::InPlace => "in-place exit",
             Kind::Blocking => "blocking exit",
+            Kind::Stack => "detached exit stack",
         }
     }
 }
@@ -83,7 +88,9 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         registry().try_remove(self.key);
         if self.kind != Kind::InPlace {
-            if !self.done {
+            // A stack's entries count (and report) their own loss, when
+            // the unwinding that holds them is dropped.
+            if !self.done && self.kind != Kind::Stack {
                 stats::lost(self.name, matches!(self.kind, Kind::Exit | Kind::Blocking));
                 diag::report_lost(self.name, self.kind.label());
             }

@@ -452,9 +452,31 @@ where
     const __RESUMABLE_EXIT: bool = true;
 }
 
-// No `'static` bound here (so none for `Owned`): see `managers/stack.rs`
-// on why a stack's `enter` must not carry one.
-impl<F, Y, O, B> SendManager for Generator<F, Y, O, B>
+// A stack's `enter` carries no `'static` bound (see `managers/stack.rs`):
+// an owned generator proves it here, in `__detach`, so that a cancelled
+// stack of them is handed to the exit driver.
+impl<F, Y, B> SendManager for Generator<F, Y, Owned, B>
+where
+    F: Future + Send + 'static,
+    F::Output: GenOutput,
+    Y: YieldMode + 'static,
+    B: 'static,
+    Self: Send,
+{
+    async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Self::Error> {
+        self.exit(outcome).await
+    }
+
+    fn __detach(
+        self,
+        name: &'static str,
+        into_box: fn(Self::Error) -> crate::BoxError,
+    ) -> Result<crate::__private::DetachedEntry, Self> {
+        Ok(crate::__private::detach_entry(self, name, into_box))
+    }
+}
+
+impl<F, Y, B> SendManager for Generator<F, Y, Borrowing, B>
 where
     F: Future + Send,
     F::Output: GenOutput,

@@ -56,6 +56,20 @@ impl<T: Send> crate::SendManager for NullContext<T> {
     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), Infallible> {
         self.exit(outcome).await
     }
+
+    /// Entered, it holds nothing (the value went to the body) and its exit
+    /// does nothing, whatever `T` borrows: an empty one of `()` stands in.
+    fn __detach(
+        self,
+        name: &'static str,
+        into_box: fn(Infallible) -> crate::BoxError,
+    ) -> Result<crate::__private::DetachedEntry, Self> {
+        if self.value.is_some() {
+            return Err(self);
+        }
+        let empty = NullContext::<()> { value: None };
+        Ok(crate::__private::detach_entry(empty, name, into_box))
+    }
 }
 
 /// A value with an async close: what [`closing`] manages.

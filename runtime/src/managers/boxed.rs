@@ -231,7 +231,7 @@ where
 
 /// Both boxed types forward every call to the erased manager.
 macro_rules! forward {
-    ($ty:ty, [$($params:tt)*]) => {
+    ($ty:ty, [$($params:tt)*] $(, $owned:ident)?) => {
         impl<$($params)*> AsyncContextManager for $ty {
             type Value<'a>
                 = &'a mut T
@@ -266,6 +266,17 @@ macro_rules! forward {
                 // if it is reported.
                 crate::managers::stack::exit_reported(&mut self, outcome, Failure::opaque).await
             }
+            $(
+                // `$owned`: the type is `'static`.
+                fn __detach(
+                    self,
+                    name: &'static str,
+                    into_box: fn(E) -> crate::BoxError,
+                ) -> Result<crate::__private::DetachedEntry, Self> {
+                    let _ = stringify!($owned);
+                    Ok(crate::__private::detach_entry(self, name, into_box))
+                }
+            )?
         }
 
         impl<$($params)*> fmt::Debug for $ty {
@@ -278,7 +289,7 @@ macro_rules! forward {
     };
 }
 
-forward!(BoxManager<T, E>, [T: ?Sized + 'static, E: 'static]);
+forward!(BoxManager<T, E>, [T: ?Sized + 'static, E: 'static], owned);
 forward!(BoxManagerRef<'_, T, E>, [T: ?Sized, E]);
 
 impl<T: ?Sized + 'static, E: 'static> OwnedManager for BoxManager<T, E> {}

@@ -82,6 +82,13 @@ impl crate::SendManager for CancelledBy {
     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), TokenCancelled> {
         self.exit(outcome).await
     }
+    fn __detach(
+        self,
+        name: &'static str,
+        into_box: fn(Self::Error) -> crate::BoxError,
+    ) -> Result<crate::__private::DetachedEntry, Self> {
+        Ok(crate::__private::detach_entry(self, name, into_box))
+    }
 }
 
 /// The error of a scope cut by [`cancelled_by`]: its token was cancelled.

@@ -41,7 +41,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use crate::driver::{diag, in_place, stats};
+use crate::driver::{Job, JobKind, cascade, diag, in_place, stats};
 use crate::outcome::Payload;
 use crate::scope::guard::exit_task;
 use crate::scope::step::{Code, Lazy};
@@ -81,7 +81,14 @@ trait Entry {
     /// poll; panics are caught. The entry must not move between polls (it
     /// lives in a node of the stack, which never moves).
     fn poll_exit(&mut self, outcome: &Outcome, cx: &mut Context<'_>) -> Poll<Exited>;
+    /// Moves an owned manager not yet exiting into an entry of its own for
+    /// the exit driver, leaving this one `Done`; `None` otherwise.
+    fn detach(&mut self) -> Option<DetachedEntry>;
 }
+
+/// How an `ExitStack` entry asks its manager to be detached
+/// ([`SendManager::__detach`]).
+type DetachFn<M> = fn(M, &'static str) -> Result<DetachedEntry, M>;
 
 /// An entered manager (or a registered callback), and its exit once begun.
 enum State<M, G, F> {
@@ -94,6 +101,9 @@ struct EntryImpl<M, G, F> {
     name: &'static str,
     manager: bool,
     state: State<M, G, F>,
+    /// Set for the managers of an `ExitStack` (whose exit futures are
+    /// `Send`).
+    detach: Option<DetachFn<M>>,
 }
 
 impl<M, G, F, R> Entry for EntryImpl<M, G, F>
@@ -108,6 +118,24 @@ where
 
     fn is_manager(&self) -> bool {
         self.manager
+    }
+
+    fn detach(&mut self) -> Option<DetachedEntry> {
+        let detach = self.detach?;
+        if !matches!(self.state, State::Entered { .. }) {
+            return None;
+        }
+        let State::Entered { manager, exit } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            unreachable!("checked above")
+        };
+        match detach(manager, self.name) {
+            Ok(detached) => Some(detached),
+            Err(manager) => {
+                self.state = State::Entered { manager, exit };
+                None
+            }
+        }
     }
 
     fn poll_exit(&mut self, outcome: &Outcome, cx: &mut Context<'_>) -> Poll<Exited> {
@@ -173,6 +201,119 @@ fn report_error_then_panic(name: &'static str, error: &dyn std::fmt::Display) {
         "exit stack",
         &format!("{message} (then its exit panicked as it was dropped)"),
     );
+}
+
+/// A manager of a cancelled `ExitStack`, moved into a node of its own that
+/// a stack run by the exit driver takes (see [`SendManager::__detach`]).
+#[doc(hidden)]
+#[allow(missing_debug_implementations, reason = "an owned node")]
+pub struct DetachedEntry(Link<'static>);
+
+impl Drop for DetachedEntry {
+    fn drop(&mut self) {
+        // Never reached: every one made is pushed onto a stack (which
+        // forgets it). Freeing it drops the manager unexited.
+        Owned(self.0).free();
+    }
+}
+
+/// Moves `manager` into a detached entry (its impl of
+/// [`SendManager::__detach`] has proved it `'static`).
+#[doc(hidden)]
+pub fn detach_entry<M: SendManager + 'static>(
+    manager: M,
+    name: &'static str,
+    into_box: fn(M::Error) -> BoxError,
+) -> DetachedEntry {
+    use futures_util::FutureExt as _;
+    let exit = move |manager: M, outcome: Outcome| {
+        manager
+            .exit_owned(outcome)
+            .map(move |result| result.map_err(into_box))
+    };
+    let node = Owned::new(Box::new(Node {
+        next: None,
+        entry: EntryImpl {
+            name,
+            manager: true,
+            state: State::Entered { manager, exit },
+            detach: None,
+        },
+    }));
+    let node = ManuallyDrop::new(node).0;
+    DetachedEntry(node)
+}
+
+/// [`SendManager::__detach`] for an entry of an `ExitStack`.
+fn detach_send<M: SendManager>(manager: M, name: &'static str) -> Result<DetachedEntry, M>
+where
+    M::Error: Into<BoxError>,
+{
+    manager.__detach(name, Into::into)
+}
+
+/// Chooses `send_manager!`'s `__detach` at the macro's concrete type:
+/// `(&&OwnedProbe::<M>::new()).__acm_detach(..)`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct OwnedProbe<M>(PhantomData<fn(M)>);
+
+impl<M> OwnedProbe<M> {
+    /// The probe.
+    #[must_use]
+    pub fn new() -> Self {
+        OwnedProbe(PhantomData)
+    }
+}
+
+impl<M> Default for OwnedProbe<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An [`OwnedManager`](crate::OwnedManager): detached.
+#[doc(hidden)]
+pub trait DetachOwned<M: SendManager> {
+    /// The entry.
+    fn __acm_detach(
+        &self,
+        manager: M,
+        name: &'static str,
+        into_box: fn(M::Error) -> BoxError,
+    ) -> Result<DetachedEntry, M>;
+}
+impl<M: SendManager + crate::OwnedManager> DetachOwned<M> for &OwnedProbe<M> {
+    fn __acm_detach(
+        &self,
+        manager: M,
+        name: &'static str,
+        into_box: fn(M::Error) -> BoxError,
+    ) -> Result<DetachedEntry, M> {
+        Ok(detach_entry(manager, name, into_box))
+    }
+}
+
+/// Anything else: finished in place.
+#[doc(hidden)]
+pub trait DetachBorrowing<M: SendManager> {
+    /// The manager back.
+    fn __acm_detach(
+        &self,
+        manager: M,
+        name: &'static str,
+        into_box: fn(M::Error) -> BoxError,
+    ) -> Result<DetachedEntry, M>;
+}
+impl<M: SendManager> DetachBorrowing<M> for OwnedProbe<M> {
+    fn __acm_detach(
+        &self,
+        manager: M,
+        _: &'static str,
+        _: fn(M::Error) -> BoxError,
+    ) -> Result<DetachedEntry, M> {
+        Err(manager)
+    }
 }
 
 /// What [`send_manager!`](crate::send_manager) makes a manager's owned exit
@@ -307,6 +448,11 @@ impl<N: ?Sized> Owned<N> {
 /// The list shared by both stacks; `K` is the stack's kind.
 struct Core<'a, K> {
     head: Mutex<Option<Link<'a>>>,
+    /// `None` for a user's stack: dropped with entries left, it tries to
+    /// hand them to the exit driver. The stack the driver unwinds holds the
+    /// outcome they were cancelled with, for its own drop (its runtime
+    /// shutting down): never handed over again.
+    handed_over: Option<Outcome>,
     _own: PhantomData<(Box<Node<'a, dyn Entry + 'a>>, K)>,
 }
 
@@ -314,6 +460,7 @@ impl<'a, K> Core<'a, K> {
     const fn new() -> Self {
         Core {
             head: Mutex::new(None),
+            handed_over: None,
             _own: PhantomData,
         }
     }
@@ -349,20 +496,26 @@ impl<'a, K> Core<'a, K> {
             .take();
         Core {
             head: Mutex::new(head),
+            handed_over: None,
             _own: PhantomData,
         }
     }
 
-    /// Enters `manager` into a new node, which is pushed once the enter
-    /// succeeds; `exit` makes its exit future.
-    fn enter<'s, M, G, F>(
-        &'s self,
+    /// A new node for `manager` (not linked yet), whose exit `exit` makes,
+    /// and a pointer to the manager in it for its enter.
+    ///
+    /// Erased at once: the enter future ([`Core::entering`]) names neither
+    /// the entry nor its exit future, nor this fn's generics, so the
+    /// witness of a future awaiting it does not either: their `Send` (or
+    /// `'static`, for an owned manager's `SendManager` impl) proof can need
+    /// lifetimes that rustc erases there (rust-lang/rust#110338).
+    fn node<M, G, F>(
         manager: M,
         exit: G,
-    ) -> impl Future<Output = Result<M::Value<'s>, M::Error>> + 's
+        detach: Option<DetachFn<M>>,
+    ) -> (Erased<'a, K>, SendPtr<M>, &'static str)
     where
         M: AsyncContextManager + 'a,
-        M::Error: Into<BoxError>,
         EntryImpl<M, G, F>: Entry + 'a,
         K: Admits<EntryImpl<M, G, F>>,
     {
@@ -373,6 +526,7 @@ impl<'a, K> Core<'a, K> {
                 name,
                 manager: true,
                 state: State::Entered { manager, exit },
+                detach,
             },
         });
         let node = NonNull::from(Box::leak(node));
@@ -386,20 +540,47 @@ impl<'a, K> Core<'a, K> {
                 _ => unreachable!("a new entry"),
             }
         };
-        let lend = SendPtr(manager);
+        let node = Erased(erase::<'a, EntryImpl<M, G, F>>(node), PhantomData);
+        (node, SendPtr(manager), name)
+    }
+
+    /// Enters the manager at `lend` (in `node`, from [`Core::node`]); the
+    /// node is pushed once the enter succeeds.
+    fn entering<'s, M>(
+        &'s self,
+        (node, lend, name): (Erased<'a, K>, SendPtr<M>, &'static str),
+    ) -> impl Future<Output = Result<M::Value<'s>, M::Error>> + 's
+    where
+        M: AsyncContextManager + 'a,
+        M::Error: Into<BoxError>,
+    {
         Entering {
             core: self,
             name,
-            // Erased at once: the enter future's type (and with it the
-            // witness of the future awaiting it) names neither the entry
-            // nor its exit future, whose `Send` proof can need lifetimes
-            // that rustc erases there (rust-lang/rust#110338).
-            node: Some(Erased(erase::<'a, EntryImpl<M, G, F>>(node), PhantomData)),
-            // SAFETY: see above; `'s` is the borrow of the stack, which
-            // frees entries only through `&mut self`.
-            enter: Some(Lazy::new(move || unsafe { lend.get::<'s>() }.enter())),
+            node: Some(node),
+            // SAFETY: see `Core::node`; `'s` is the borrow of the stack,
+            // which frees entries only through `&mut self`.
+            enter: Some(unsafe { lazy_enter::<'s, M>(lend) }),
         }
     }
+}
+
+/// The enter of the manager at `lend`, made on its first poll. A fn of its
+/// own, generic over the manager only: a closure written in
+/// [`Core::enter`] would carry that fn's generics (the entry's exit future
+/// and the bounds naming it) into the type of every future awaiting the
+/// enter, where rustc proves them again with lifetimes erased
+/// (rust-lang/rust#110338) — which an owned manager's `'static` proof
+/// (its `SendManager` impl) would then fail.
+///
+/// # Safety
+///
+/// The manager at `lend` is alive and not aliased for `'s`.
+unsafe fn lazy_enter<'s, M: AsyncContextManager + 's>(
+    lend: SendPtr<M>,
+) -> impl Code<Output = Result<M::Value<'s>, M::Error>> + 's {
+    // SAFETY: per the caller.
+    Lazy::new(move || unsafe { lend.get::<'s>() }.enter())
 }
 
 /// A node not yet linked, owned by its enter future; `K` says which
@@ -561,6 +742,7 @@ where
                 manager: callback,
                 exit: run_callback::<C, Fut> as fn(C, Outcome) -> Fut,
             },
+            detach: None,
         },
     }));
     let erased = erase::<'a, CallbackEntry<C, Fut>>(ManuallyDrop::new(node).0);
@@ -697,29 +879,104 @@ impl<K> Drop for Unwind<'_, '_, K> {
     }
 }
 
+impl<K> Core<'_, K> {
+    /// Moves every entry left into a stack of its own for the exit driver,
+    /// if every one is an owned manager not yet exiting (see
+    /// [`SendManager::__detach`]: each entry's own impl proves it
+    /// `'static`, so no bound on `enter` is needed, which rustc could not
+    /// check inside a future awaiting it, rust-lang/rust#110338). If one
+    /// is not, the newer entries already moved are finished in place now,
+    /// and the rest are left here, to be finished in place next: the order
+    /// holds either way.
+    fn detach_all(&mut self, outcome: &Outcome) -> Option<Core<'static, SendStack>> {
+        let mut detached = Vec::new();
+        while let Some(top) = self.top() {
+            // SAFETY: dropping the stack: nothing else reaches its nodes.
+            let entry: &mut (dyn Entry + '_) = unsafe { &mut (*top.as_ptr()).entry };
+            let name = entry.name();
+            // `__detach` is the manager's impl: a panic there must not
+            // escape this destructor.
+            let Ok(moved) = catch_unwind(AssertUnwindSafe(|| entry.detach())) else {
+                diag::report_exit_error(name, STACK, "panicked while being detached; not exited");
+                break;
+            };
+            let Some(moved) = moved else { break };
+            // What is left of the entry (`Done`) holds nothing.
+            self.pop().expect("the top").free();
+            detached.push(moved);
+        }
+        let core = Core::<'static, SendStack> {
+            head: Mutex::new(None),
+            handed_over: Some(outcome.clone()),
+            _own: PhantomData,
+        };
+        for moved in detached.into_iter().rev() {
+            core.push(Owned(ManuallyDrop::new(moved).0));
+        }
+        if self.top().is_some() {
+            // Finished in place, newest first (its drop), before the rest.
+            drop(core);
+            return None;
+        }
+        Some(core)
+    }
+}
+
+/// A cancelled stack of owned entries, unwound by the exit driver after
+/// what the scope being dropped around it collected so far (as an
+/// in-place finish would be), beside that scope's other children.
+fn hand_over(mut core: Core<'static, SendStack>, outcome: Outcome) {
+    const NAME: &str = "async_contextlib::ExitStack";
+    let inner = cascade::take_innermost();
+    let job = Job::new(NAME, JobKind::Stack, async move {
+        if let Some(inner) = inner {
+            inner.await;
+        }
+        // Each entry counts its exit, and its failure, itself.
+        if let Err(error) = core.unwind(outcome, false).await {
+            diag::report_exit_error(NAME, "exit stack, cancelled", &error.to_string());
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    cascade::push_child(job.into_node());
+}
+
 impl<K> Drop for Core<'_, K> {
     /// Dropped with entries left (its scope cancelled, or never closed):
     /// each exits once with `Cancelled` (`Panicked` if a panic is unwinding
-    /// through it), newest first, finished in place (bounded, see
-    /// `driver/in_place.rs`) after what the scope being dropped around it
-    /// collected so far — scopes nested in it, managers entered after it.
-    ///
-    /// Not detached, even for owned entries: proving an entry `'static`
-    /// would put a `'static` bound on the stack's `enter`, which rustc
-    /// cannot check inside a future awaiting it once lifetimes are erased
-    /// (rust-lang/rust#110338), and a `Send` stack of generated managers
-    /// yielding borrowed-`'static` data could not be spawned.
+    /// through it), newest first, after what the scope being dropped around
+    /// it collected so far — scopes nested in it, managers entered after
+    /// it. If every entry is an owned manager, they are handed to the exit
+    /// driver and run after the drop (SPEC §5: such a stack is owned);
+    /// otherwise they are finished in place (bounded, see
+    /// `driver/in_place.rs`).
     fn drop(&mut self) {
+        if self
+            .head
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return;
+        }
+        // Dropped by a panic unwinding through it, entries see that panic
+        // (its payload is not reachable from here, only the fact).
+        let handed_over = self.handed_over.take();
+        let driver_stack = handed_over.is_some();
+        let outcome = match handed_over {
+            Some(outcome) => outcome,
+            None if std::thread::panicking() => {
+                Outcome::Panicked(Panic::new("a panic unwound through the exit stack"))
+            }
+            None => Outcome::Cancelled,
+        };
+        if !driver_stack && let Some(core) = self.detach_all(&outcome) {
+            hand_over(core, outcome);
+            return;
+        }
         let head = self.head.get_mut().unwrap_or_else(PoisonError::into_inner);
         let Some(first) = head.take() else {
             return;
-        };
-        // Dropped by a panic unwinding through it, entries see that panic
-        // (its payload is not reachable from here, only the fact).
-        let outcome = if std::thread::panicking() {
-            Outcome::Panicked(Panic::new("a panic unwound through the exit stack"))
-        } else {
-            Outcome::Cancelled
         };
         let mut next = Some(first);
         while let Some(node) = next {
@@ -774,17 +1031,23 @@ impl<K> Drop for Core<'_, K> {
 ///   next exit sees becomes that failure; the first error is returned (a
 ///   panic resumes once unwinding is done); later ones are reported and
 ///   counted.
-/// * Cancelled (the stack dropped with entries left), each entry is
-///   finished in place, newest first, bounded by
-///   [`in_place_limit`](crate::in_place_limit) (ARCHITECTURE.md says why
-///   not detached), even when every entry is owned. On a multi-thread
-///   runtime that completes before the drop returns. On a current-thread
+/// * Cancelled (the stack dropped with entries left), each entry exits
+///   once with `Cancelled`, newest first, before the exits of the scopes
+///   around the stack. If every entry left is an owned manager — a
+///   generated one whose signature borrows nothing, a hand-written
+///   [`OwnedManager`](crate::OwnedManager) with
+///   [`send_manager!`](crate::send_manager), the library's own owned
+///   managers — the stack is owned: its exits are handed to the exit driver
+///   and run on the runtime after the drop, like `with_scope!`'s owned
+///   managers (`drain().await` waits for them). Otherwise (a borrowing
+///   entry, a callback, or any `LocalExitStack`) each is finished in place,
+///   bounded by [`in_place_limit`](crate::in_place_limit): on a
+///   multi-thread runtime before the drop returns; on a current-thread
 ///   runtime an exit that waits on that runtime's timers or I/O cannot
-///   progress there: it is abandoned once the limit passes, reported and
+///   progress there, and is abandoned once the limit passes, reported and
 ///   counted in [`stats`](crate::stats) (`abandoned`). Where that matters,
 ///   `stack.close().await` before the point where the task may be
-///   cancelled, [`shield`](crate::shield) the waiting part of the exit, or enter such
-///   managers in `with_scope!` itself, whose owned managers are detached.
+///   cancelled, or [`shield`](crate::shield) the waiting part of the exit.
 /// * One allocation per entry; unwinding is a loop, not recursion.
 /// * `ExitStack` is `Send + Sync` and takes [`SendManager`]s; for managers
 ///   whose exit is not `Send`, use [`LocalExitStack`].
@@ -838,7 +1101,9 @@ impl<'a> ExitStack<'a> {
         M: SendManager + 'a,
         M::Error: Into<BoxError>,
     {
-        self.core.enter(manager, M::exit_owned)
+        let detach = Some(detach_send::<M> as DetachFn<M>);
+        self.core
+            .entering(Core::node(manager, M::exit_owned, detach))
     }
 
     /// Registers async cleanup, run when the stack unwinds (Python's
@@ -972,7 +1237,8 @@ impl<'a> LocalExitStack<'a> {
         M: AsyncContextManager + 'a,
         M::Error: Into<BoxError>,
     {
-        self.core.enter(manager, exit_task::<M>)
+        self.core
+            .entering(Core::node(manager, exit_task::<M>, None))
     }
 
     /// See [`ExitStack::push_callback`].
