@@ -231,15 +231,16 @@ pub fn detach_entry<M: SendManager + 'static>(
             .exit_owned(outcome)
             .map(move |result| result.map_err(into_box))
     };
-    let node = Owned::new(Box::new(Node {
-        next: None,
-        entry: EntryImpl {
-            name,
-            manager: true,
-            state: State::Entered { manager, exit },
-            detach: None,
-        },
-    }));
+    let entry = EntryImpl {
+        name,
+        manager: true,
+        state: State::Entered { manager, exit },
+        detach: None,
+    };
+    // Checked, as at `enter`: the driver's stack is `Send` because every
+    // entry let in is.
+    let entry = admit::<SendStack, _>(entry);
+    let node = Owned::new(Box::new(Node { next: None, entry }));
     let node = ManuallyDrop::new(node).0;
     DetachedEntry(node)
 }
@@ -420,6 +421,11 @@ enum LocalStack {}
 
 impl<T: Send> Admits<T> for SendStack {}
 impl<T> Admits<T> for LocalStack {}
+
+/// `entry`, once `K` admits it.
+fn admit<K: Admits<T>, T>(entry: T) -> T {
+    entry
+}
 
 /// A node pointer owned by whoever holds it (a `Box<Node>`, without the
 /// retagging a moving `Box` does).
