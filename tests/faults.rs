@@ -1595,6 +1595,11 @@ mod scenarios {
         use async_contextlib::{BoxError, ExitStack};
         let probe = Probe::new();
         let p = probe.clone();
+        let mutex = Arc::new(tokio::sync::Mutex::new(0));
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
+        // Dropped when the group's task is aborted.
+        let child = Arc::new(());
+        let (m, sem, c) = (mutex.clone(), semaphore.clone(), child.clone());
         let at_cancel = rt.block_on(async move {
             let scope = async move {
                 let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
@@ -1602,6 +1607,14 @@ mod scenarios {
                     // Entered, a `nullcontext` holds nothing: it never
                     // keeps a stack from being owned, whatever it lent.
                     let _ = stack.enter(async_contextlib::nullcontext(&p)).await?;
+                    // The library's own owned managers.
+                    *stack.enter(async_contextlib::locked_owned(m)).await? += 1;
+                    stack.enter(async_contextlib::acquired_owned(sem, 1)).await?;
+                    let group = stack.enter(async_contextlib::TaskGroup::new()).await?;
+                    group.spawn(async move {
+                        let _alive = c;
+                        std::future::pending::<Result<(), BoxError>>().await
+                    });
                     stack.enter(Hand::new("hand", p.clone()).exit(Act::Sleep(10))).await?;
                     std::future::pending::<()>().await;
                     Ok(())
@@ -1624,10 +1637,14 @@ mod scenarios {
             assert!(at_cancel.is_empty(), "{at_cancel:?}");
         }
         assert_eq!(after, ["hand:cancelled", "generated:cancelled"]);
-        // The stack, and its three entries.
+        // The lock and the permit are back, the group's task is gone.
+        assert_eq!(*mutex.try_lock().expect("unlocked"), 1);
+        assert_eq!(semaphore.available_permits(), 1);
+        assert_eq!(Arc::strong_count(&child), 1);
+        // The stack, and its six entries.
         assert_eq!(
             (s.entered, s.exited, s.abandoned, s.lost),
-            (4, 4, 0, 0),
+            (7, 7, 0, 0),
             "{s:?}"
         );
         assert_accounted(s);

@@ -155,13 +155,46 @@ async fn dropped_from_outside() {
 }
 
 async fn in_exit_stack() {
-    // Entered into a stack it is a plain manager: it bounds nothing.
-    let r: Result<u32, BoxError> = with_scope!(ExitStack::new() as stack => {
-        stack.enter(move_on_after(Duration::from_millis(1))).await?;
-        tokio::time::sleep(SHORT).await;
-        Ok(3)
-    });
-    assert_eq!(r.unwrap(), 3);
+    // An entry guards no block: a bound there would bound nothing (a
+    // timeout that never fires), so the stack refuses every bounding
+    // manager, loudly, and what it had entered exits with `Panicked`.
+    refused(
+        move_on_after(Duration::from_millis(1)),
+        "async_contextlib::move_on_after",
+    )
+    .await;
+    refused(timeout(LONG), "async_contextlib::timeout").await;
+    let token = tokio_util::sync::CancellationToken::new();
+    refused(
+        async_contextlib::cancelled_by(token),
+        "async_contextlib::cancelled_by",
+    )
+    .await;
+}
+
+async fn refused<M>(manager: M, name: &str)
+where
+    M: async_contextlib::SendManager,
+    M::Error: Into<BoxError>,
+{
+    let before = Recorder::new("before");
+    let r = AssertUnwindSafe(async {
+        let _: Result<u32, BoxError> = with_scope!(ExitStack::new() as stack => {
+            stack.enter(before.manager()).await?;
+            stack.enter(manager).await.map_err(|e| e.into())?;
+            tokio::time::sleep(SHORT).await;
+            Ok(3)
+        });
+    })
+    .catch_unwind()
+    .await;
+    let payload = r.expect_err("the stack refuses a bounding manager");
+    let message = payload.downcast_ref::<String>().expect("a formatted panic");
+    assert!(
+        message.contains(name) && message.contains("an ExitStack entry guards no block"),
+        "{message}"
+    );
+    assert!(matches!(before.outcomes()[..], [Outcome::Panicked(_)]));
 }
 
 async fn shielded_work_goes_on() {

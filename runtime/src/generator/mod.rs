@@ -467,13 +467,7 @@ where
         self.exit(outcome).await
     }
 
-    fn __detach(
-        self,
-        name: &'static str,
-        into_box: fn(Self::Error) -> crate::BoxError,
-    ) -> Result<crate::__private::DetachedEntry, Self> {
-        Ok(crate::__private::detach_entry(self, name, into_box))
-    }
+    crate::managers::stack::detach_static!();
 }
 
 impl<F, Y, B> SendManager for Generator<F, Y, Borrowing, B>

@@ -268,14 +268,7 @@ macro_rules! forward {
             }
             $(
                 // `$owned`: the type is `'static`.
-                fn __detach(
-                    self,
-                    name: &'static str,
-                    into_box: fn(E) -> crate::BoxError,
-                ) -> Result<crate::__private::DetachedEntry, Self> {
-                    let _ = stringify!($owned);
-                    Ok(crate::__private::detach_entry(self, name, into_box))
-                }
+                crate::managers::stack::detach_static!($owned);
             )?
         }
 

@@ -19,8 +19,9 @@ use crate::{AsyncContextManager, Outcome, OwnedManager};
 /// untouched. A token cancelled before the scope starts cuts the block at
 /// its first await point. (An error rather than `None`, unlike
 /// [`move_on_after`](crate::move_on_after): a shutdown usually has to
-/// reach the caller.) The scope must be polled for the cut to happen;
-/// entered into an [`ExitStack`](crate::ExitStack), it bounds nothing.
+/// reach the caller.) The scope must be polled for the cut to happen. An
+/// [`ExitStack`](crate::ExitStack) refuses it (an entry guards no block):
+/// enter it in the `with_scope!` around the stack.
 ///
 /// ```
 /// use async_contextlib::{cancelled_by, with_scope, TokenCancelled};
@@ -81,13 +82,6 @@ impl OwnedManager for CancelledBy {}
 impl crate::SendManager for CancelledBy {
     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), TokenCancelled> {
         self.exit(outcome).await
-    }
-    fn __detach(
-        self,
-        name: &'static str,
-        into_box: fn(Self::Error) -> crate::BoxError,
-    ) -> Result<crate::__private::DetachedEntry, Self> {
-        Ok(crate::__private::detach_entry(self, name, into_box))
     }
 }
 

@@ -292,11 +292,5 @@ where
     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), E> {
         self.exit(outcome).await
     }
-    fn __detach(
-        self,
-        name: &'static str,
-        into_box: fn(Self::Error) -> crate::BoxError,
-    ) -> Result<crate::__private::DetachedEntry, Self> {
-        Ok(crate::__private::detach_entry(self, name, into_box))
-    }
+    crate::managers::stack::detach_static!();
 }

@@ -245,6 +245,24 @@ pub fn detach_entry<M: SendManager + 'static>(
     DetachedEntry(node)
 }
 
+/// The body of [`SendManager::__detach`] for a manager type that is
+/// `'static` in its impl (every library manager that is an
+/// [`OwnedManager`](crate::OwnedManager) and can be entered into a stack).
+/// `detach_static!(marker)` is for a macro's optional arm: the marker
+/// only says the type is `'static`.
+macro_rules! detach_static {
+    ($($marker:ident)?) => {
+        fn __detach(
+            self,
+            name: &'static str,
+            into_box: fn(Self::Error) -> crate::BoxError,
+        ) -> Result<crate::__private::DetachedEntry, Self> {
+            Ok(crate::__private::detach_entry(self, name, into_box))
+        }
+    };
+}
+pub(crate) use detach_static;
+
 /// [`SendManager::__detach`] for an entry of an `ExitStack`.
 fn detach_send<M: SendManager>(manager: M, name: &'static str) -> Result<DetachedEntry, M>
 where
@@ -515,8 +533,9 @@ impl<'a, K> Core<'a, K> {
     /// witness of a future awaiting it does not either: their `Send` (or
     /// `'static`, for an owned manager's `SendManager` impl) proof can need
     /// lifetimes that rustc erases there (rust-lang/rust#110338).
+    #[track_caller]
     fn node<M, G, F>(
-        manager: M,
+        mut manager: M,
         exit: G,
         detach: Option<DetachFn<M>>,
     ) -> (Erased<'a, K>, SendPtr<M>, &'static str)
@@ -526,6 +545,10 @@ impl<'a, K> Core<'a, K> {
         K: Admits<EntryImpl<M, G, F>>,
     {
         let name = manager.name();
+        // Asked just before the enter, as `with_scope!` asks.
+        if manager.deadline().is_some() || manager.__cut_by().is_some() {
+            refuse_bounds(name);
+        }
         let node = Box::new(Node {
             next: None,
             entry: EntryImpl {
@@ -587,6 +610,20 @@ unsafe fn lazy_enter<'s, M: AsyncContextManager + 's>(
 ) -> impl Code<Output = Result<M::Value<'s>, M::Error>> + 's {
     // SAFETY: per the caller.
     Lazy::new(move || unsafe { lend.get::<'s>() }.enter())
+}
+
+/// A deadline or a token bounds the block its manager guards, and a stack
+/// entry guards none: bounding nothing would be a silent skip (a timeout
+/// that never fires), so the entry is refused.
+#[cold]
+#[track_caller]
+fn refuse_bounds(name: &str) -> ! {
+    panic!(
+        "async-contextlib: `{name}` bounds the block it guards (a deadline or a \
+         cancellation token), and an ExitStack entry guards no block: enter it in \
+         the `with_scope!` around the stack instead, as in \
+         `with_scope!(timeout(limit), ExitStack::new() as stack => ..)`"
+    )
 }
 
 /// A node not yet linked, owned by its enter future; `K` says which
@@ -1099,6 +1136,29 @@ impl<'a> ExitStack<'a> {
     /// # Errors
     ///
     /// The manager's enter error; the stack is then as it was.
+    ///
+    /// # Panics
+    ///
+    /// If the manager bounds the block it guards ([`timeout`](crate::timeout),
+    /// [`move_on_after`](crate::move_on_after), [`cancelled_by`](crate::cancelled_by),
+    /// a manager whose [`deadline`](crate::AsyncContextManager::deadline) is
+    /// `Some`): an entry guards no block, so its bound would bound nothing.
+    /// Enter such a manager in the `with_scope!` around the stack. Python's
+    /// `enter_async_context(asyncio.timeout(..))` cancels the task itself,
+    /// which has no counterpart here.
+    ///
+    /// ```should_panic
+    /// use std::time::Duration;
+    /// use async_contextlib::{timeout, with_scope, BoxError, ExitStack};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let _: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+    ///     stack.enter(timeout(Duration::from_secs(1))).await?; // panics here
+    ///     Ok(())
+    /// });
+    /// # }
+    /// ```
+    #[track_caller]
     pub fn enter<'s, M>(
         &'s self,
         manager: M,
@@ -1235,6 +1295,11 @@ impl<'a> LocalExitStack<'a> {
     /// # Errors
     ///
     /// The manager's enter error; the stack is then as it was.
+    ///
+    /// # Panics
+    ///
+    /// As [`ExitStack::enter`], if the manager bounds the block it guards.
+    #[track_caller]
     pub fn enter<'s, M>(
         &'s self,
         manager: M,

@@ -146,7 +146,7 @@ impl<T: ?Sized> AsyncContextManager for LockedOwned<T> {
 
 impl<T: ?Sized + 'static> OwnedManager for LockedOwned<T> {}
 
-impl<T: ?Sized> SendManager for LockedOwned<T>
+impl<T: ?Sized + 'static> SendManager for LockedOwned<T>
 where
     Self: Send,
 {
@@ -154,6 +154,7 @@ where
         drop(self);
         Ok(())
     }
+    crate::managers::stack::detach_static!();
 }
 
 /// Takes a shared (read) lock on `rw` for the scope and lends the block
@@ -353,6 +354,7 @@ impl SendManager for AcquiredOwned {
         drop(self);
         Ok(())
     }
+    crate::managers::stack::detach_static!();
 }
 
 /// The enter error of [`acquired`] and [`acquired_owned`]: the semaphore

@@ -86,11 +86,12 @@ const NAME: &str = "async_contextlib::TaskGroup";
 ///   [`drain`](crate::drain) waits for it. A task failure seen then does not
 ///   replace the block's error: it is reported and counted.
 /// * **Runtime.** `spawn` needs a tokio runtime (it panics outside one, as
-///   `tokio::spawn` does). Inside an [`ExitStack`](crate::ExitStack) whose
-///   scope is cancelled, the stack finishes its entries in place, before
-///   the drop returns; on a current-thread runtime, whose tasks cannot run
-///   meanwhile, the group aborts its tasks there and hands the wait for
-///   them to the exit driver (`drain` waits for it).
+///   `tokio::spawn` does). Inside a cancelled [`ExitStack`](crate::ExitStack)
+///   of owned entries, the group is handed to the exit driver with them.
+///   Where the stack finishes its entries in place instead (a borrowing
+///   entry or a callback in it), on a current-thread runtime, whose tasks
+///   cannot run meanwhile, the group aborts its tasks there and hands the
+///   wait for them to the exit driver (`drain` waits for it).
 #[derive(Debug)]
 pub struct TaskGroup {
     handle: TaskGroupHandle,
@@ -417,6 +418,7 @@ impl SendManager for TaskGroup {
     async fn exit_owned(mut self, outcome: Outcome) -> Result<(), TaskError> {
         self.exit(outcome).await
     }
+    crate::managers::stack::detach_static!();
 }
 
 /// The error of a [`TaskGroup`] scope whose task returned `Err`: that

@@ -17,7 +17,8 @@ use crate::{AsyncContextManager, Deadline, Outcome, OwnedManager};
 /// they exit with [`Outcome::Cancelled`] and the scope fails with
 /// [`Elapsed`], converted into the block's error type. A block that
 /// finishes first, with `Ok` or `Err`, is untouched. Needs a tokio runtime
-/// with the time driver enabled.
+/// with the time driver enabled. A manager of `with_scope!`: an
+/// [`ExitStack`](crate::ExitStack) refuses it (an entry guards no block).
 ///
 /// ```
 /// use std::time::Duration;
@@ -370,8 +371,9 @@ pub fn move_on_at(at: impl Into<Instant>) -> MoveOn {
 
 /// The manager returned by [`move_on_after`] and [`move_on_at`].
 ///
-/// It cuts only as a manager of `with_scope!`; entered into an
-/// [`ExitStack`](crate::ExitStack) it bounds nothing (as [`timeout`]).
+/// It cuts only as a manager of `with_scope!`; an
+/// [`ExitStack`](crate::ExitStack) refuses it, as it refuses [`timeout`]
+/// (an entry guards no block).
 #[derive(Debug)]
 pub struct MoveOn {
     bound: Bound,
