@@ -193,7 +193,12 @@ pub use async_contextlib_runtime::*;
 ///   then the panic resumes.
 /// * **Cancellation.** If the future running the scope is dropped, every
 ///   entered manager exits once with [`Outcome::Cancelled`], innermost
-///   first (see [`AsyncContextManager`] and [`OwnedManager`]).
+///   first (see [`AsyncContextManager`] and [`OwnedManager`]). A panic from
+///   outside the block and the managers' own code — a later manager's
+///   expression, a sibling future of the same task — drops the scope as it
+///   unwinds: the entered managers exit once with [`Outcome::Panicked`],
+///   the borrowing ones before the unwind goes on, the owned ones on the
+///   exit driver, as on cancellation.
 /// * **Types.** The block is an `async` block: as with `?` in any async
 ///   block, its error type must be known inside it. The type the context
 ///   expects reaches it first, so `let r: Result<_, AppError> =

@@ -173,6 +173,12 @@ scenarios! {
     case13_a_stack_exit_error_then_a_panic_as_it_is_dropped_resumes_once: SHORT;
     case13_a_stack_enter_error_then_a_panic_as_it_is_dropped_is_reported: SHORT;
     case13_a_boxed_stack_exit_error_then_a_panic_as_it_is_dropped_is_reported: SHORT;
+    case14_a_shielded_future_that_panicked_in_place_is_not_polled_again: SHORT;
+    case14_a_from_sync_exit_at_runtime_shutdown_current_thread_runs_once: SHORT;
+    case14_a_from_sync_exit_at_runtime_shutdown_multi_thread_runs_once: SHORT;
+    case14_a_panicking_manager_expression_exits_the_entered_with_panicked: SHORT;
+    case14_enter_timeout_keeps_the_token_of_what_it_wraps: SHORT;
+    case14_enter_timeout_of_an_owned_stack_hands_it_over: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_current_thread: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_multi_thread: SHORT;
 }
@@ -2221,6 +2227,175 @@ mod scenarios {
         let s = settled();
         assert_eq!((s.entered, s.exited), (3, 3), "{s:?}");
         assert!(s.exit_failures >= 1, "{s:?}");
+        assert_accounted(s);
+    }
+
+    // Case 14 (a third attack pass, on the library's own managers): a
+    // shielded future that panics where it is awaited, a blocking exit at
+    // runtime shutdown, a panic in a later manager's expression, a wrapper
+    // that must keep what it wraps.
+
+    /// Panics on its first poll, is ready on any later one; counts polls.
+    struct PanicsOnFirstPoll(Arc<AtomicUsize>);
+
+    impl Future for PanicsOnFirstPoll {
+        type Output = ();
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            if self.0.fetch_add(1, SeqCst) == 0 {
+                panic!("shielded work panicked");
+            }
+            std::task::Poll::Ready(())
+        }
+    }
+
+    pub(super) fn case14_a_shielded_future_that_panicked_in_place_is_not_polled_again() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let p = polls.clone();
+        current_thread().block_on(async move {
+            let joined =
+                tokio::spawn(async move { async_contextlib::shield(PanicsOnFirstPoll(p)).await })
+                    .await;
+            assert!(joined.unwrap_err().is_panic(), "the panic reaches the task");
+        });
+        let s = settled();
+        // Not handed to the driver as unfinished work, not polled again.
+        assert_eq!(polls.load(SeqCst), 1);
+        assert_eq!((s.exit_failures, s.pending), (0, 0), "{s:?}");
+    }
+
+    /// A `from_sync` scope in a task of `rt`, which is dropped mid-body.
+    fn from_sync_at_shutdown(rt: tokio::runtime::Runtime) {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let manager = from_sync(
+                || Ok::<_, std::io::Error>(()),
+                move |(), outcome: Outcome| {
+                    assert!(matches!(outcome, Outcome::Cancelled), "{outcome}");
+                    r.fetch_add(1, SeqCst);
+                    Ok(())
+                },
+            );
+            let _: Result<(), std::io::Error> = with_scope!(manager => {
+                tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+        });
+        // Drives a current-thread runtime until the block runs.
+        rt.block_on(async {
+            while rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        drop(rt);
+        let s = settled();
+        // It ran once, and is counted as what happened: exited, not lost,
+        // not failed.
+        assert_eq!(ran.load(SeqCst), 1);
+        assert_eq!(
+            (s.entered, s.exited, s.exit_failures, s.lost),
+            (1, 1, 0, 0),
+            "{s:?}"
+        );
+        assert_accounted(s);
+    }
+
+    pub(super) fn case14_a_from_sync_exit_at_runtime_shutdown_current_thread_runs_once() {
+        from_sync_at_shutdown(current_thread());
+    }
+
+    pub(super) fn case14_a_from_sync_exit_at_runtime_shutdown_multi_thread_runs_once() {
+        from_sync_at_shutdown(multi_thread());
+    }
+
+    fn panicking_manager(_: &'static str) -> Hand<Arc<Probe>> {
+        panic!("building the second manager panicked")
+    }
+
+    pub(super) fn case14_a_panicking_manager_expression_exits_the_entered_with_panicked() {
+        let probe = Probe::new();
+        current_thread().block_on(async {
+            let (p, borrowed): (_, &Probe) = (probe.clone(), &probe);
+            let caught = AssertUnwindSafe(async move {
+                let _: Result<(), Infallible> = with_scope!(
+                    Hand::new("owned", p) as first,
+                    Hand::new("borrowing", borrowed),
+                    panicking_manager(first) => { Ok(()) }
+                );
+            })
+            .catch_unwind()
+            .await;
+            let payload = caught.expect_err("the panic resumes");
+            assert_eq!(
+                panic_message(&*payload),
+                "building the second manager panicked"
+            );
+            async_contextlib::drain().await;
+        });
+        // Each entered manager exits once, and sees the panic.
+        assert_eq!(probe.log(), ["borrowing:panicked", "owned:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case14_enter_timeout_keeps_the_token_of_what_it_wraps() {
+        use async_contextlib::{EnterError, TokenCancelled, cancelled_by, enter_timeout};
+        let token = tokio_util::sync::CancellationToken::new();
+        token.cancel();
+        let r = current_thread().block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let r: Result<(), EnterError<TokenCancelled>> = with_scope!(
+                    enter_timeout(cancelled_by(token), Duration::from_secs(1)) => {
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                );
+                r
+            })
+            .await
+        });
+        let r = r.expect("the cancelled token cuts the block");
+        assert_eq!(r, Err(EnterError::Manager(TokenCancelled)));
+    }
+
+    pub(super) fn case14_enter_timeout_of_an_owned_stack_hands_it_over() {
+        use async_contextlib::{BoxError, EnterError, ExitStack, enter_timeout};
+        let probe = Probe::new();
+        let p = probe.clone();
+        let at_cancel = current_thread().block_on(async move {
+            let scope = async move {
+                let r: Result<(), EnterError<BoxError>> = with_scope!(
+                    enter_timeout(ExitStack::new(), Duration::from_secs(1)) as stack => {
+                        stack
+                            .enter(sleepy_owned("sleepy", p.clone()))
+                            .await
+                            .map_err(|e| EnterError::Manager(BoxError::from(e)))?;
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                );
+                r
+            };
+            let timed = tokio::time::timeout(Duration::from_millis(5), scope).await;
+            assert!(timed.is_err(), "the scope is cancelled");
+            let at_cancel = probe.log();
+            async_contextlib::drain().await;
+            (at_cancel, probe.log())
+        });
+        // The wrapped stack is dropped as a stack is (not exited in place on
+        // this one thread, where its entry's timer could not run).
+        assert_eq!(
+            at_cancel,
+            (Vec::<String>::new(), vec!["sleepy:cancelled".to_owned()])
+        );
+        let s = settled();
+        assert_eq!((s.entered, s.exited, s.abandoned), (2, 2, 0), "{s:?}");
         assert_accounted(s);
     }
 }

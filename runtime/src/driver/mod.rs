@@ -135,10 +135,38 @@ impl Future for LastChance {
 impl Drop for LastChance {
     fn drop(&mut self) {
         if let Some(mut node) = self.0.take() {
+            let _flag = LastChanceFlag::set();
             // Jobs catch their work's panics; a panic here is the driver's
             // own and must not escape a destructor.
             let _ = in_place::silently(|| in_place::poll_once(node.as_mut()));
         }
+    }
+}
+
+thread_local! {
+    /// Set while this thread gives a node its [`LastChance`].
+    static LAST_CHANCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the work being polled is getting its one last poll, its runtime
+/// shutting down: what would wait on that runtime (a blocking task) should
+/// be done right away instead, or it is lost.
+pub(crate) fn last_chance() -> bool {
+    LAST_CHANCE.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// Sets [`last_chance`] while it lives.
+struct LastChanceFlag(bool);
+
+impl LastChanceFlag {
+    fn set() -> LastChanceFlag {
+        LastChanceFlag(LAST_CHANCE.try_with(|f| f.replace(true)).unwrap_or(false))
+    }
+}
+
+impl Drop for LastChanceFlag {
+    fn drop(&mut self) {
+        let _ = LAST_CHANCE.try_with(|f| f.set(self.0));
     }
 }
 

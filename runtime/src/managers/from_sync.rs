@@ -261,10 +261,28 @@ where
         let (Some(exit), Some(value)) = (exit, self.value.take()) else {
             return Ok(());
         };
-        match tokio::task::spawn_blocking(move || exit(value, outcome)).await {
-            Ok(out) => out,
+        if crate::driver::last_chance() {
+            // The runtime is shutting down and this is its one last poll: a
+            // blocking task would be refused, or would run after the exit
+            // was counted lost. It runs here, now, and is counted exited.
+            return exit(value, outcome);
+        }
+        // Kept here until the blocking thread takes it, so that a blocking
+        // task the runtime refuses (it began shutting down) is not lost.
+        let work = Arc::new(Mutex::new(Some((exit, value, outcome))));
+        let taken = work.clone();
+        let blocking = tokio::task::spawn_blocking(move || {
+            let (exit, value, outcome) = lock(&taken).take()?;
+            Some(exit(value, outcome))
+        });
+        match blocking.await {
+            Ok(Some(out)) => out,
             Err(e) if e.is_panic() => resume_unwind(e.into_panic()),
-            Err(e) => panic!("async-contextlib: from_sync exit was cancelled: {e}"),
+            // Refused before it ran: the exit runs here instead.
+            Ok(None) | Err(_) => match lock(&work).take() {
+                Some((exit, value, outcome)) => exit(value, outcome),
+                None => unreachable!("async-contextlib: a from_sync exit taken and not run"),
+            },
         }
     }
 

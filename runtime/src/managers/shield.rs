@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -67,9 +68,21 @@ impl<F: Future + Send + 'static> Future for Shield<F> {
             .fut
             .as_mut()
             .expect("async-contextlib: shield polled after it finished");
-        let out = std::task::ready!(fut.as_mut().poll(cx));
-        self.fut = None;
-        Poll::Ready(out)
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => {
+                self.fut = None;
+                Poll::Ready(out)
+            }
+            // It panicked where it was awaited: the panic goes to the
+            // awaiting task, and the spent future must not be handed to
+            // the driver as unfinished work (polled again, it would run
+            // its side effects twice).
+            Err(payload) => {
+                self.fut = None;
+                resume_unwind(payload)
+            }
+        }
     }
 }
 

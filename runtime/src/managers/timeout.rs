@@ -147,7 +147,10 @@ impl From<Infallible> for Elapsed {
 /// Bounds a manager's *enter* — a slow acquisition (a pool under load, a
 /// lock) — to `limit`: past it, the enter is dropped (it never finished, so
 /// no exit runs) and fails with [`EnterError::TimedOut`]. The rest of the
-/// scope is not bounded; combine with [`timeout`] for that.
+/// scope is not bounded; combine with [`timeout`] for that. A wrapped
+/// manager that bounds the scope itself (a deadline, a cancellation token)
+/// still does, and its cut fails the scope with [`EnterError::Manager`]
+/// of its error (for [`move_on_after`], too: an error, not `None`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -236,7 +239,15 @@ impl<M: AsyncContextManager> AsyncContextManager for EnterTimeout<M> {
         self.manager.name()
     }
 
+    fn __cut_by(&mut self) -> Option<(tokio_util::sync::CancellationToken, Self::Error)> {
+        self.manager
+            .__cut_by()
+            .map(|(token, error)| (token, EnterError::Manager(error)))
+    }
+
     const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
+    // It owns the manager: dropping it drops the manager.
+    const __DROP_CANCELS: bool = M::__DROP_CANCELS;
 }
 
 impl<M: OwnedManager> OwnedManager for EnterTimeout<M> {}

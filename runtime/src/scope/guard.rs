@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use super::step::{Boxed, handoff};
 use crate::driver::watch::Watched;
 use crate::driver::{self, Job, JobKind, in_place};
-use crate::{AsyncContextManager, Outcome, OwnedManager};
+use crate::{AsyncContextManager, Outcome, OwnedManager, Panic};
 
 /// How a guard finishes its manager's exit when the scope is dropped.
 /// Chosen at the `with_scope!` call site (see `dispatch`), where the
@@ -21,8 +21,9 @@ use crate::{AsyncContextManager, Outcome, OwnedManager};
 pub trait Detach<M: AsyncContextManager> {
     /// Whether `job` returns a job (owned manager with a `Send` exit).
     const DETACHABLE: bool;
-    /// Turns the manager into a detached job running its exit, or gives it back.
-    fn job(&self, manager: M, name: &'static str) -> Result<Job, M>;
+    /// Turns the manager into a detached job running its exit with
+    /// `outcome`, or gives it back.
+    fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, M>;
     /// The manager's exit as a boxed `'static` future (that can be handed to
     /// the driver mid-exit), or the manager back.
     fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M>;
@@ -34,7 +35,7 @@ pub struct InPlace;
 
 impl<M: AsyncContextManager> Detach<M> for InPlace {
     const DETACHABLE: bool = false;
-    fn job(&self, manager: M, _: &'static str) -> Result<Job, M> {
+    fn job(&self, manager: M, _: &'static str, _: Outcome) -> Result<Job, M> {
         Err(manager)
     }
     fn boxed_exit(&self, manager: M, _: Outcome) -> Result<Boxed<M::Error>, M> {
@@ -54,12 +55,8 @@ where
     F: Future<Output = Result<(), M::Error>> + Send + 'static,
 {
     const DETACHABLE: bool = true;
-    fn job(&self, manager: M, name: &'static str) -> Result<Job, M> {
-        Ok(Job::new(
-            name,
-            JobKind::Exit,
-            (self.0)(manager, Outcome::Cancelled),
-        ))
+    fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, M> {
+        Ok(Job::new(name, JobKind::Exit, (self.0)(manager, outcome)))
     }
     fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M> {
         // `M: 'static`, so `M::Error: 'static`.
@@ -187,17 +184,32 @@ impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
             return;
         };
         let (name, scope) = (self.meta.name, self.meta.scope);
-        match self.detach.job(manager, name) {
+        let outcome = dropped_outcome();
+        match self.detach.job(manager, name, outcome) {
             Ok(job) => driver::queue(scope, job),
             Err(manager) => finish_in_place(manager, name, scope),
         }
     }
 }
 
-/// The exit of a cancelled borrowing manager: before the drop returns, or
+/// What the exit of a guard dropped entered sees: `Cancelled`, or
+/// `Panicked` when a panic unwinds through the scope from outside its steps
+/// (a later manager's expression, a sibling future of the same task).
+#[cold]
+fn dropped_outcome() -> Outcome {
+    if std::thread::panicking() {
+        Outcome::Panicked(Panic::new("a panic unwound through the scope"))
+    } else {
+        Outcome::Cancelled
+    }
+}
+
+/// The exit of a dropped borrowing manager: before the drop returns, or
 /// abandoned and counted.
 #[cold]
 fn finish_in_place<M: AsyncContextManager>(manager: M, name: &'static str, scope: usize) {
-    let work = AssertUnwindSafe(exit_task(manager, Outcome::Cancelled)).catch_unwind();
-    in_place::record::<M::Error>(name, "cancelled", in_place::finish(scope, name, work));
+    let outcome = dropped_outcome();
+    let label = outcome.label();
+    let work = AssertUnwindSafe(exit_task(manager, outcome)).catch_unwind();
+    in_place::record::<M::Error>(name, label, in_place::finish(scope, name, work));
 }
