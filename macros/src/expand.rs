@@ -1,6 +1,6 @@
 //! Code generation for `#[async_context_manager]`.
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
@@ -238,6 +238,13 @@ fn expand(
     let make = Ident::new("__acm_make", Span::mixed_site());
     let name_local = Ident::new("__acm_name", Span::mixed_site());
     let brand = Ident::new("__AcmBrand", Span::mixed_site());
+    // Owned means `'static` (SPEC §5): a lifetime the attribute cannot see
+    // (one hidden in an argument's path) fails here, at the argument.
+    let owned_checks = if manager.owned && !stub {
+        owned_checks(&sig, krate)
+    } else {
+        Vec::new()
+    };
     // The user's body is in the closure and the name is computed before:
     // the `unsafe` block holds one call on two hygienic locals and nothing
     // else — no user tokens (they would get unsafe powers), no macro and
@@ -251,6 +258,7 @@ fn expand(
         #allow
         #vis #sig {
             struct #brand;
+            #(#owned_checks)*
             let #make = move |#co: #krate::__private::Co<#mode_ty, #brand>| async move { #body };
             let #name_local: &'static str =
                 ::core::concat!(::core::module_path!(), "::", #name);
@@ -260,6 +268,27 @@ fn expand(
             unsafe { #krate::generated::Generator::new(#name_local, #make) }
         }
     }
+}
+
+/// `owned_argument(&arg);` for each argument of an owned manager (after
+/// [`take_arguments`], each a plain name), spanned at its type.
+fn owned_checks(sig: &syn::Signature, krate: &TokenStream) -> Vec<TokenStream> {
+    sig.inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(arg) => match &*arg.pat {
+                Pat::Ident(PatIdent { ident, .. }) => {
+                    // The whole call at the type, where the error points.
+                    let span = arg.ty.span();
+                    let krate = respan(krate.clone(), span);
+                    Some(quote_spanned!(span=> #krate::__private::owned_argument(&#ident);))
+                }
+                _ => None,
+            },
+            // `Self: 'static` is in the where clause.
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
 }
 
 /// Makes the generated future own every argument, as a Python generator's
@@ -299,4 +328,21 @@ fn take_arguments(sig: &mut syn::Signature) -> Vec<TokenStream> {
         }
     }
     prelude
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(g) = &tree {
+                let mut group = Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }

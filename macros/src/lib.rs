@@ -51,7 +51,10 @@ mod yields;
 /// in place, before the drop returns. A method taking `self` by value
 /// (`self`, `self: Arc<Self>`) is owned too, with `where Self: 'static`
 /// added for it; `#[async_context_manager(borrowing)]` opts out (a type
-/// with lifetimes).
+/// with lifetimes). A lifetime hidden in an argument's path (`conn: Conn`
+/// for a `struct Conn<'a>`) is invisible to the attribute: the fn is taken
+/// for owned, and fails to compile at that argument (`'1` must outlive
+/// `'static`); write `Conn<'_>`, and the manager borrows.
 ///
 /// ```
 /// use async_contextlib::{async_context_manager, with_scope, yield_};

@@ -114,6 +114,14 @@ pub mod __private {
     };
     pub use crate::scope::guard::{Detach, Detachable, Guard, InPlace, exit_task};
 
+    /// An argument of an owned generated manager (a signature that seems
+    /// to borrow nothing) proven `'static` in its own fn: a lifetime hidden
+    /// in the argument's path (`Conn` for `Conn<'a>`) is an error there,
+    /// naming the argument, rather than at every `with_scope!` that uses it.
+    #[inline(always)]
+    #[allow(clippy::inline_always, reason = "a no-op")]
+    pub fn owned_argument<T: ?Sized + 'static>(_: &T) {}
+
     /// A shared borrow of a scope's guard once its block is done: where a
     /// value lent to the block outlives it, the one error (`scope.rs`).
     #[inline(always)]
