@@ -160,12 +160,23 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
 }
 
 impl<M: AsyncContextManager, D: Detach<M>> Drop for Guard<M, D> {
+    #[inline]
     fn drop(&mut self) {
         // Not entered, or exited: nothing to do (a tracked manager's
-        // registry entry ended with its enter or exit).
-        if !matches!(self.meta.state, State::Entered | State::Exiting) {
-            return;
+        // registry entry ended with its enter or exit). The happy path
+        // tests this and nothing else.
+        if matches!(self.meta.state, State::Entered | State::Exiting) {
+            self.dropped_entered();
         }
+    }
+}
+
+impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
+    /// A guard dropped with its manager entered (or mid-exit): the scope
+    /// was cancelled, or a panic unwinds through it.
+    #[cold]
+    #[inline(never)]
+    fn dropped_entered(&mut self) {
         if self.meta.watched.hooks.any() {
             self.meta.watched.end();
         }
