@@ -423,3 +423,54 @@ fn never_polled_scope_runs_nothing() {
         assert_eq!(probe.exit_started(), 0);
     });
 }
+
+// A signature whose only references are higher-ranked — a fn pointer, an
+// `Fn(..)` bound, a `for<'a>` — borrows nothing from the caller: the
+// manager is owned (its exit runs on the driver after a cancelled scope),
+// not finished in place where, on one thread, its timer could not run.
+
+#[async_context_manager]
+async fn with_fn_pointer(cb: fn(&str) -> usize, probe: Arc<Probe>) -> usize {
+    probe.entered.fetch_add(1, SeqCst);
+    let _ = yield_!(cb("abc"));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    probe.exited.fetch_add(1, SeqCst);
+}
+
+#[async_context_manager]
+async fn with_boxed_fn(
+    cb: Box<dyn for<'a> Fn(&'a str) -> &'a str + Send>,
+    probe: Arc<Probe>,
+) -> usize {
+    probe.entered.fetch_add(1, SeqCst);
+    let _ = yield_!(cb("abc").len());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    probe.exited.fetch_add(1, SeqCst);
+}
+
+fn is_owned<M: async_contextlib::OwnedManager>(manager: M) -> M {
+    manager
+}
+
+#[test]
+fn a_signature_with_only_higher_ranked_references_is_owned() {
+    current_thread().block_on(async {
+        let probe = Probe::new();
+        let p = probe.clone();
+        let cut = tokio::time::timeout(Duration::from_millis(5), async move {
+            with_scope!(
+                is_owned(with_fn_pointer(str::len, p.clone())) as a,
+                is_owned(with_boxed_fn(Box::new(str::trim), p)) as b => {
+                    assert_eq!((a, b), (3, 3));
+                    forever().await
+                }
+            )
+        })
+        .await;
+        assert!(cut.is_err(), "the scope is cancelled mid-body");
+        // Nothing ran in place: both exits wait on this thread's timer.
+        assert_eq!(probe.exited(), 0);
+        drain().await;
+        assert_eq!((probe.entered(), probe.exited()), (2, 2));
+    });
+}

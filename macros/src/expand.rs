@@ -113,13 +113,22 @@ fn with_stub_body(error: syn::Error, item: &ItemFn, krate: &TokenStream) -> Toke
     let mut rewriter = YieldRewriter::stub(krate.clone());
     rewriter.visit_block_mut(&mut block);
     let uses = yield_uses(&rewriter.sites);
+    let (outer, inner) = split_attrs(attrs);
     let mut out = error.into_compile_error();
     out.extend(quote! {
-        #(#attrs)*
+        #(#outer)*
         #[allow(unused_variables, unused_mut, unreachable_code, clippy::unused_async)]
-        #vis #sig { #uses ::core::unimplemented!() }
+        #vis #sig { #(#inner)* #uses ::core::unimplemented!() }
     });
     out
+}
+
+/// The fn's attributes before it, and its body's inner ones (`#![allow]`,
+/// `//!`, which syn keeps beside them) at the top of the generated body.
+fn split_attrs(attrs: &[syn::Attribute]) -> (Vec<&syn::Attribute>, Vec<&syn::Attribute>) {
+    attrs
+        .iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Outer))
 }
 
 /// `&T` / `'_` → `&'static T` / `'static`.
@@ -253,10 +262,12 @@ fn expand(
     // can only be a safe fn of the user's own, or fail to type-check; and
     // the yielder's type carries this fn's own brand, so such a fn cannot
     // feed this body a yielder stolen from another fn's expansion.
+    let (outer, inner) = split_attrs(attrs);
     quote! {
-        #(#attrs)*
+        #(#outer)*
         #allow
         #vis #sig {
+            #(#inner)*
             struct #brand;
             #(#owned_checks)*
             let #make = move |#co: #krate::__private::Co<#mode_ty, #brand>| async move { #body };

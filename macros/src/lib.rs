@@ -51,10 +51,14 @@ mod yields;
 /// in place, before the drop returns. A method taking `self` by value
 /// (`self`, `self: Arc<Self>`) is owned too, with `where Self: 'static`
 /// added for it; `#[async_context_manager(borrowing)]` opts out (a type
-/// with lifetimes). A lifetime hidden in an argument's path (`conn: Conn`
-/// for a `struct Conn<'a>`) is invisible to the attribute: the fn is taken
-/// for owned, and fails to compile at that argument (`'1` must outlive
-/// `'static`); write `Conn<'_>`, and the manager borrows.
+/// with lifetimes). Two things are invisible to the attribute, and an
+/// argument holding one fails to compile at that argument rather than at
+/// the scopes using the manager: a lifetime hidden in a path (`conn: Conn`
+/// for a `struct Conn<'a>`; write `Conn<'_>`, and the manager borrows) and
+/// a type parameter of the surrounding `impl` (`x: T` in `impl<T> ..`;
+/// bound it `T: 'static` for an owned manager, or write `(borrowing)`).
+/// References inside a fn pointer or an `Fn(..)` bound (`fn(&str)`,
+/// `Box<dyn Fn(&str) + Send>`) are the callee's own: they borrow nothing.
 ///
 /// ```
 /// use async_contextlib::{async_context_manager, with_scope, yield_};

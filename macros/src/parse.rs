@@ -240,8 +240,9 @@ fn ownership(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> Ownership {
     }
     let mut self_by_value = false;
     let mut check = Borrows {
-        borrows: false,
+        found: false,
         uses_self: false,
+        higher_ranked: 0,
     };
     for input in &sig.inputs {
         match input {
@@ -262,7 +263,7 @@ fn ownership(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> Ownership {
     if let Some(error) = error {
         check.visit_type(error);
     }
-    if check.borrows {
+    if check.found {
         Ownership::Borrowing
     } else if !check.uses_self || where_static("Self") {
         Ownership::Owned
@@ -274,21 +275,47 @@ fn ownership(item: &ItemFn, mode: &Mode, error: Option<&Type>) -> Ownership {
 }
 
 struct Borrows {
-    borrows: bool,
+    /// A borrow was found.
+    found: bool,
     uses_self: bool,
+    /// Inside a fn pointer type or an `Fn(..)` bound's arguments.
+    higher_ranked: u32,
 }
 
 impl<'ast> Visit<'ast> for Borrows {
     fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-        if !matches!(&r.lifetime, Some(l) if l.ident == "static") {
-            self.borrows = true;
+        if self.higher_ranked == 0 && !matches!(&r.lifetime, Some(l) if l.ident == "static") {
+            self.found = true;
         }
         syn::visit::visit_type_reference(self, r);
     }
     fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
-        if l.ident != "static" {
-            self.borrows = true;
+        if self.higher_ranked == 0 && l.ident != "static" {
+            self.found = true;
         }
+    }
+    // A fn pointer's or an `Fn(..)` bound's own references and lifetimes
+    // (`fn(&str) -> usize`, `Box<dyn Fn(&str) + Send>`, `for<'a> ..`) are
+    // higher-ranked: they borrow nothing from the caller. A lifetime of
+    // the caller's could only be a named parameter of the fn, which makes
+    // it borrowing already; `Self` and `impl Trait` inside still count.
+    fn visit_type_bare_fn(&mut self, f: &'ast syn::TypeBareFn) {
+        self.higher_ranked += 1;
+        syn::visit::visit_type_bare_fn(self, f);
+        self.higher_ranked -= 1;
+    }
+    fn visit_parenthesized_generic_arguments(
+        &mut self,
+        args: &'ast syn::ParenthesizedGenericArguments,
+    ) {
+        self.higher_ranked += 1;
+        syn::visit::visit_parenthesized_generic_arguments(self, args);
+        self.higher_ranked -= 1;
+    }
+    fn visit_bound_lifetimes(&mut self, b: &'ast syn::BoundLifetimes) {
+        self.higher_ranked += 1;
+        syn::visit::visit_bound_lifetimes(self, b);
+        self.higher_ranked -= 1;
     }
     fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
         let is_static = t
@@ -296,13 +323,13 @@ impl<'ast> Visit<'ast> for Borrows {
             .iter()
             .any(|b| matches!(b, TypeParamBound::Lifetime(l) if l.ident == "static"));
         if !is_static {
-            self.borrows = true;
+            self.found = true;
         }
         syn::visit::visit_type_impl_trait(self, t);
     }
     fn visit_type_macro(&mut self, _: &'ast syn::TypeMacro) {
         // Cannot see through a macro: assume the worst.
-        self.borrows = true;
+        self.found = true;
     }
     fn visit_type_path(&mut self, p: &'ast syn::TypePath) {
         if p.qself.is_none() && p.path.segments.first().is_some_and(|s| s.ident == "Self") {

@@ -69,15 +69,16 @@ pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<
             format!("expected `=>` followed by the scope's block: {SYNTAX}"),
         ));
     };
-    let block = match &tokens[arrow + 2..] {
-        [TokenTree::Group(g)] if g.delimiter() == Delimiter::Brace => g.clone(),
-        [] => {
+    let rest = &tokens[arrow + 2..];
+    let block = match (rest, rest.first().and_then(brace_block)) {
+        ([_], Some(block)) => block,
+        ([], _) => {
             return Err(syn::Error::new(
                 tokens[arrow + 1].span(),
                 format!("expected a `{{ ... }}` block after `=>`: {SYNTAX}"),
             ));
         }
-        rest => {
+        (rest, _) => {
             let span = rest[0].span();
             return Err(syn::Error::new(
                 span,
@@ -91,6 +92,25 @@ pub(crate) fn parse_body(input: TokenStream, krate: TokenStream) -> syn::Result<
         managers,
         block,
     })
+}
+
+/// A `{ ... }` group, also one forwarded by a `macro_rules!` as a `$b:block`
+/// fragment (inside an invisible group).
+fn brace_block(tree: &TokenTree) -> Option<Group> {
+    let TokenTree::Group(g) = tree else {
+        return None;
+    };
+    match g.delimiter() {
+        Delimiter::Brace => Some(g.clone()),
+        Delimiter::None => {
+            let inner: Vec<TokenTree> = g.stream().into_iter().collect();
+            match &inner[..] {
+                [tree] => brace_block(tree),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// The first `=>` outside any group.

@@ -56,8 +56,11 @@ pub(crate) fn scoped(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let block = &item.block;
     let ret = Span::mixed_site();
     let ret = proc_macro2::Ident::new("__acm_ret", ret);
+    // Annotated with the return type, so that the block's `?` and
+    // literals know it; an `impl Trait` anywhere in it cannot be written
+    // in a `let` (E0562), and the fn's own return checks it then.
     let body = match &item.sig.output {
-        ReturnType::Type(_, ty) if !matches!(**ty, Type::ImplTrait(_)) => {
+        ReturnType::Type(_, ty) if !has_impl_trait(ty) => {
             quote_spanned! {block.span()=> let #ret: #ty = #block; #ret }
         }
         _ => quote!(#block),
@@ -132,4 +135,17 @@ fn split_crate(args: TokenStream) -> syn::Result<(TokenStream, TokenStream)> {
         }
     };
     Ok((quote!(#path), rest))
+}
+
+/// Whether `ty` holds an `impl Trait`, at any depth.
+fn has_impl_trait(ty: &Type) -> bool {
+    struct Finds(bool);
+    impl<'ast> syn::visit::Visit<'ast> for Finds {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut finds = Finds(false);
+    syn::visit::Visit::visit_type(&mut finds, ty);
+    finds.0
 }
