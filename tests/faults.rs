@@ -179,6 +179,7 @@ scenarios! {
     case14_a_panicking_manager_expression_exits_the_entered_with_panicked: SHORT;
     case14_enter_timeout_keeps_the_token_of_what_it_wraps: SHORT;
     case14_enter_timeout_of_an_owned_stack_hands_it_over: SHORT;
+    case14_a_refused_stack_entry_whose_drop_panics_does_not_abort: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_current_thread: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_multi_thread: SHORT;
 }
@@ -2362,6 +2363,61 @@ mod scenarios {
         });
         let r = r.expect("the cancelled token cuts the block");
         assert_eq!(r, Err(EnterError::Manager(TokenCancelled)));
+    }
+
+    /// Bounds the block it guards, and panics when dropped.
+    struct BoundingBomb;
+
+    impl AsyncContextManager for BoundingBomb {
+        type Value<'a> = ();
+        type Error = std::io::Error;
+        async fn enter(&mut self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        async fn exit(&mut self, _: Outcome) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn deadline(&mut self) -> Option<async_contextlib::Deadline<std::io::Error>> {
+            Some(async_contextlib::Deadline {
+                at: tokio::time::Instant::now() + Duration::from_secs(60),
+                error: std::io::Error::other("late"),
+            })
+        }
+    }
+
+    impl Drop for BoundingBomb {
+        fn drop(&mut self) {
+            panic!("bounding bomb: dropped");
+        }
+    }
+
+    async_contextlib::send_manager!(BoundingBomb);
+
+    pub(super) fn case14_a_refused_stack_entry_whose_drop_panics_does_not_abort() {
+        use async_contextlib::{BoxError, ExitStack};
+        let probe = Probe::new();
+        let p = probe.clone();
+        let caught = current_thread().block_on(
+            AssertUnwindSafe(async move {
+                let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                    stack.enter(Hand::new("older", p)).await?;
+                    stack.enter(BoundingBomb).await?;
+                    Ok(())
+                });
+                r
+            })
+            .catch_unwind(),
+        );
+        let payload = caught.expect_err("the refusal resumes");
+        assert!(
+            panic_message(&*payload).contains("an ExitStack entry guards no block"),
+            "{}",
+            panic_message(&*payload)
+        );
+        assert_eq!(probe.log(), ["older:panicked"]);
+        let s = settled();
+        assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
+        assert_accounted(s);
     }
 
     pub(super) fn case14_enter_timeout_of_an_owned_stack_hands_it_over() {

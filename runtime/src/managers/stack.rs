@@ -547,6 +547,9 @@ impl<'a, K> Core<'a, K> {
         let name = manager.name();
         // Asked just before the enter, as `with_scope!` asks.
         if manager.deadline().is_some() || manager.__cut_by().is_some() {
+            // Dropped first, under a catch: a manager whose drop panics
+            // must not panic again inside the refusal's unwind (an abort).
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(manager)));
             refuse_bounds(name);
         }
         let node = Box::new(Node {
