@@ -176,6 +176,9 @@ scenarios! {
     case14_a_shielded_future_that_panicked_in_place_is_not_polled_again: SHORT;
     case14_a_from_sync_exit_at_runtime_shutdown_current_thread_runs_once: SHORT;
     case14_a_from_sync_exit_at_runtime_shutdown_multi_thread_runs_once: SHORT;
+    case14_a_from_sync_exit_running_at_shutdown_is_counted_exited: SHORT;
+    case14_a_background_shutdown_does_not_wait_for_a_from_sync_exit: SHORT;
+    case14_a_from_sync_exit_first_polled_at_shutdown_does_not_block_it: SHORT;
     case14_a_panicking_manager_expression_exits_the_entered_with_panicked: SHORT;
     case14_enter_timeout_keeps_the_token_of_what_it_wraps: SHORT;
     case14_enter_timeout_of_an_owned_stack_hands_it_over: SHORT;
@@ -2312,6 +2315,111 @@ mod scenarios {
 
     pub(super) fn case14_a_from_sync_exit_at_runtime_shutdown_multi_thread_runs_once() {
         from_sync_at_shutdown(multi_thread());
+    }
+
+    /// A `from_sync` scope in a task of `rt`, cancelled: its exit closure
+    /// (which takes `exit_takes`) is running on a blocking thread when the
+    /// runtime shuts down (`background`: without waiting). Returns how long
+    /// the shutdown took.
+    fn from_sync_running_at_shutdown(
+        rt: tokio::runtime::Runtime,
+        exit_takes: Duration,
+        background: bool,
+    ) -> (Duration, Arc<AtomicUsize>) {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started_tx = Mutex::new(started_tx);
+        rt.block_on(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let manager = from_sync(
+                    || Ok::<_, std::io::Error>(()),
+                    move |(), _: Outcome| {
+                        started_tx.lock().unwrap().send(()).unwrap();
+                        std::thread::sleep(exit_takes);
+                        r.fetch_add(1, SeqCst);
+                        Ok(())
+                    },
+                );
+                let _: Result<(), std::io::Error> = with_scope!(manager => {
+                    let _ = tx.send(());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                });
+            });
+            rx.await.unwrap();
+            // Cancelled: the exit goes to the driver, a task of this runtime.
+            task.abort();
+            while started_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let started = Instant::now();
+        if background {
+            rt.shutdown_background();
+        } else {
+            drop(rt);
+        }
+        (started.elapsed(), ran)
+    }
+
+    pub(super) fn case14_a_from_sync_exit_running_at_shutdown_is_counted_exited() {
+        let (_, ran) =
+            from_sync_running_at_shutdown(current_thread(), Duration::from_millis(200), false);
+        let s = settled();
+        // It ran to its end: exited, not lost.
+        assert_eq!(ran.load(SeqCst), 1);
+        assert_eq!((s.entered, s.exited, s.lost), (1, 1, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case14_a_background_shutdown_does_not_wait_for_a_from_sync_exit() {
+        for rt in [current_thread(), multi_thread()] {
+            let (took, _) = from_sync_running_at_shutdown(rt, Duration::from_secs(2), true);
+            assert!(took < Duration::from_secs(1), "the shutdown took {took:?}");
+        }
+        let s = settled();
+        // Both ran on their blocking threads, and are counted when done.
+        assert_eq!((s.entered, s.exited, s.lost), (2, 2, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case14_a_from_sync_exit_first_polled_at_shutdown_does_not_block_it() {
+        // The exit is first polled in its job's last chance, as the
+        // runtime is dropped: on the driver's own blocking pool, not here.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rt = current_thread();
+        rt.spawn(async move {
+            let manager = from_sync(
+                || Ok::<_, std::io::Error>(()),
+                move |(), _: Outcome| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    r.fetch_add(1, SeqCst);
+                    Ok(())
+                },
+            );
+            let _: Result<(), std::io::Error> = with_scope!(manager => {
+                tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+        });
+        rt.block_on(async {
+            while rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let started = Instant::now();
+        rt.shutdown_background();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "the shutdown took {took:?}");
+        let s = settled();
+        assert_eq!(ran.load(SeqCst), 1);
+        assert_eq!((s.entered, s.exited, s.lost), (1, 1, 0), "{s:?}");
+        assert_accounted(s);
     }
 
     fn panicking_manager(_: &'static str) -> Hand<Arc<Probe>> {

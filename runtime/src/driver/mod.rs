@@ -71,17 +71,19 @@ impl Job {
         let ticket = Ticket::new(name, kind);
         Job {
             node: Box::pin(async move {
-                // Move the whole ticket in, so that it lives (and counts) as
-                // long as this future.
-                let mut ticket = ticket;
                 let started = diag::Clock::start_counted();
-                let mut work = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
+                // The ticket lives (and counts) as long as the work.
+                let mut held = std::pin::pin!(Held {
+                    work: Some(AssertUnwindSafe(work).catch_unwind()),
+                    ticket,
+                    accepts: kind == JobKind::Exit,
+                });
                 let result = std::future::poll_fn(|cx| {
                     let _running = Running::enter();
-                    work.as_mut().poll(cx)
+                    held.as_mut().poll_work(cx)
                 })
                 .await;
-                ticket.done();
+                held.as_mut().done();
                 let failed = !matches!(result, Ok(Ok(())));
                 match result {
                     Ok(Ok(())) => {}
@@ -112,6 +114,45 @@ impl Job {
 
     pub(crate) fn into_node(self) -> Node {
         self.node
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A job's work and its ticket. Dropped unfinished, the ticket counts
+    /// the work lost, unless the work (an exit, `accepts`) hands the
+    /// counting of its end to whoever finishes it (`ticket::hand_off`).
+    struct Held<W> {
+        #[pin]
+        work: Option<W>,
+        ticket: Ticket,
+        accepts: bool,
+    }
+
+    impl<W> PinnedDrop for Held<W> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.work.is_some() {
+                let work = &mut this.work;
+                if ticket::dropping(*this.accepts, || work.set(None)) {
+                    this.ticket.done();
+                }
+            }
+        }
+    }
+}
+
+impl<W: Future> Held<W> {
+    fn poll_work(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<W::Output> {
+        let work = self.project().work.as_pin_mut();
+        work.expect("async-contextlib: a job polled after its work ended")
+            .poll(cx)
+    }
+
+    /// The work ended (its outcome is counted by the job).
+    fn done(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        this.work.set(None);
+        this.ticket.done();
     }
 }
 

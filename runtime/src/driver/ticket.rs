@@ -104,6 +104,46 @@ impl Drop for Ticket {
     }
 }
 
+thread_local! {
+    /// While a job drops its unfinished work: `Some(false)` if the work may
+    /// hand the counting of its end over ([`hand_off`]), `Some(true)` once
+    /// it has; `None` otherwise.
+    static HANDOFF: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Drops a job's unfinished work (`drop_work`), letting it hand the
+/// counting of its end over if `accepts`; says whether it did (the job's
+/// ticket is then not counted lost: the work counts its own end).
+pub(crate) fn dropping(accepts: bool, drop_work: impl FnOnce()) -> bool {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = HANDOFF.try_with(|h| h.set(self.0));
+        }
+    }
+    let outer = HANDOFF
+        .try_with(|h| h.replace(accepts.then_some(false)))
+        .unwrap_or(None);
+    let _restore = Restore(outer);
+    drop_work();
+    HANDOFF.try_with(std::cell::Cell::get).ok().flatten() == Some(true)
+}
+
+/// Called by work dropped unfinished that finishes elsewhere and counts
+/// its own end (a blocking exit already handed to a blocking thread): true
+/// if the job dropping it takes that over, so that it is counted once.
+pub(crate) fn hand_off() -> bool {
+    HANDOFF
+        .try_with(|h| {
+            let accepts = h.get().is_some();
+            if accepts {
+                h.set(Some(true));
+            }
+            accepts
+        })
+        .unwrap_or(false)
+}
+
 /// How many tickets are alive.
 pub(crate) fn live() -> u64 {
     LIVE.load(Ordering::Acquire)

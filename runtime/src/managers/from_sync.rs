@@ -35,7 +35,11 @@ const NAME: &str = "async_contextlib::from_sync";
 ///
 /// An enter cannot be cut once it runs: if the scope is cancelled (or its
 /// `timeout` fires) while it does, the exit runs as soon as the enter
-/// completes, on the blocking thread, with `Outcome::Cancelled`.
+/// completes, on the blocking thread, with `Outcome::Cancelled`. Neither
+/// can an exit: one in flight when its runtime shuts down finishes on its
+/// blocking thread (or on the library's own runtime's, if the shutting-down
+/// one refuses it), without holding up the shutdown, and is counted exited
+/// when it ends (`drain` waits for it).
 ///
 /// ```
 /// use async_contextlib::{from_sync, with_scope, Outcome};
@@ -203,6 +207,177 @@ where
     }
 }
 
+/// A blocking exit, shared by its future and the blocking thread that
+/// runs it.
+struct ExitSlot<T, E, Ex> {
+    /// Until a blocking thread takes it: a task the runtime refused (or
+    /// dropped unrun) leaves it here.
+    work: Option<(Ex, T, Outcome)>,
+    /// What it returned, or its panic, for the future.
+    ended: Option<std::thread::Result<Result<(), E>>>,
+    /// The future was dropped first, by a job that let the exit count its
+    /// own end (`ticket::hand_off`): the blocking thread counts it, under
+    /// this ticket. Dropped with the slot unfinished (the exit never ran),
+    /// the ticket counts it lost.
+    handed: Option<Ticket>,
+}
+
+/// The future of a `from_sync` exit: runs the exit on a blocking thread and
+/// waits for it.
+struct SyncExit<T, E, Ex> {
+    slot: Arc<Mutex<ExitSlot<T, E, Ex>>>,
+    join: Option<JoinHandle<()>>,
+    /// Spawned on the driver's own runtime: the current one refused it, or
+    /// is shutting down.
+    on_fallback: bool,
+    /// How many blocking tasks ended (a second one is spawned only if the
+    /// first was refused unrun).
+    refused: u8,
+}
+
+impl<T, E, Ex> SyncExit<T, E, Ex>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+{
+    /// Hands the exit to a blocking thread: of the current runtime, else
+    /// of the driver's own one — also when the current one is shutting
+    /// down (it refused the task, or this is the one last poll of a job it
+    /// dropped: the exit must neither block that shutdown nor wait on it).
+    /// `None` where neither can take it.
+    fn spawn(&mut self) -> Option<JoinHandle<()>> {
+        // Refused by the driver's own runtime too: nowhere.
+        if self.refused > 1 {
+            return None;
+        }
+        self.on_fallback |= crate::driver::last_chance() || self.refused > 0;
+        if !self.on_fallback {
+            if let Ok(handle) = Handle::try_current() {
+                if let Some(join) = spawn_on(&handle, &self.slot) {
+                    return Some(join);
+                }
+            }
+            self.on_fallback = true;
+        }
+        spawn_on(&crate::driver::fallback()?, &self.slot)
+    }
+}
+
+fn spawn_on<T, E, Ex>(
+    handle: &Handle,
+    slot: &Arc<Mutex<ExitSlot<T, E, Ex>>>,
+) -> Option<JoinHandle<()>>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+{
+    let slot = slot.clone();
+    // A runtime shutting down may panic here (older tokio): refused.
+    in_place::silently(move || handle.spawn_blocking(move || run_exit(&slot))).ok()
+}
+
+/// On the blocking thread: runs the exit, and leaves what it returned to
+/// its future, or counts it (handed over).
+fn run_exit<T, E, Ex>(slot: &Mutex<ExitSlot<T, E, Ex>>)
+where
+    Ex: FnOnce(T, Outcome) -> Result<(), E>,
+{
+    let Some((exit, value, outcome)) = lock(slot).work.take() else {
+        return;
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| exit(value, outcome)));
+    let mut slot = lock(slot);
+    match slot.handed.take() {
+        None => slot.ended = Some(result),
+        Some(ticket) => {
+            drop(slot);
+            count_handed(&result, ticket);
+        }
+    }
+}
+
+/// Counts the end of an exit whose future was dropped first (as the job
+/// that dropped it would have).
+fn count_handed<E>(result: &std::thread::Result<Result<(), E>>, mut ticket: Ticket) {
+    let failure = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(format!("an error of type `{}`", std::any::type_name::<E>())),
+        Err(payload) => Some(format!(
+            "panicked: {}",
+            Panic::from_payload(&**payload).message()
+        )),
+    };
+    if let Some(failure) = failure {
+        stats::exit_failed(NAME);
+        diag::report_exit_error(NAME, "detached", &failure);
+    }
+    stats::exited(NAME);
+    ticket.done();
+}
+
+impl<T, E, Ex> Future for SyncExit<T, E, Ex>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    Ex: FnOnce(T, Outcome) -> Result<(), E> + Send + 'static,
+{
+    type Output = Result<(), E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        loop {
+            if let Some(join) = self.join.as_mut() {
+                // Its end is in the slot (the exit's panic is caught there);
+                // a task refused unrun left the work there.
+                let _ = ready!(Pin::new(join).poll(cx));
+                self.join = None;
+                self.refused += 1;
+            }
+            let mut slot = lock(&self.slot);
+            match slot.ended.take() {
+                Some(Ok(result)) => return Poll::Ready(result),
+                Some(Err(payload)) => resume_unwind(payload),
+                None => {
+                    assert!(
+                        slot.work.is_some(),
+                        "async-contextlib: a from_sync exit ended without a result"
+                    );
+                    drop(slot);
+                    match self.spawn() {
+                        Some(join) => self.join = Some(join),
+                        // No runtime can take it: here, then.
+                        None => run_exit(&self.slot),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T, E, Ex> Drop for SyncExit<T, E, Ex> {
+    fn drop(&mut self) {
+        if self.join.is_none() {
+            // Never spawned, or ended and returned.
+            return;
+        }
+        let mut slot = lock(&self.slot);
+        // Its runtime is shutting down, the exit in flight: it is counted
+        // once, here or by its blocking thread (or lost with the slot if
+        // it never runs), if the job dropping this lets it.
+        if crate::driver::ticket::hand_off() {
+            let ticket = Ticket::new(NAME, Kind::Blocking);
+            match slot.ended.take() {
+                Some(result) => {
+                    drop(slot);
+                    count_handed(&result, ticket);
+                }
+                None => slot.handed = Some(ticket),
+            }
+        }
+    }
+}
+
 impl<T, E, En, Ex> AsyncContextManager for FromSync<T, En, Ex>
 where
     En: FnOnce() -> Result<T, E> + Send + 'static,
@@ -261,29 +436,17 @@ where
         let (Some(exit), Some(value)) = (exit, self.value.take()) else {
             return Ok(());
         };
-        if crate::driver::last_chance() {
-            // The runtime is shutting down and this is its one last poll: a
-            // blocking task would be refused, or would run after the exit
-            // was counted lost. It runs here, now, and is counted exited.
-            return exit(value, outcome);
+        SyncExit {
+            slot: Arc::new(Mutex::new(ExitSlot {
+                work: Some((exit, value, outcome)),
+                ended: None,
+                handed: None,
+            })),
+            join: None,
+            on_fallback: false,
+            refused: 0,
         }
-        // Kept here until the blocking thread takes it, so that a blocking
-        // task the runtime refuses (it began shutting down) is not lost.
-        let work = Arc::new(Mutex::new(Some((exit, value, outcome))));
-        let taken = work.clone();
-        let blocking = tokio::task::spawn_blocking(move || {
-            let (exit, value, outcome) = lock(&taken).take()?;
-            Some(exit(value, outcome))
-        });
-        match blocking.await {
-            Ok(Some(out)) => out,
-            Err(e) if e.is_panic() => resume_unwind(e.into_panic()),
-            // Refused before it ran: the exit runs here instead.
-            Ok(None) | Err(_) => match lock(&work).take() {
-                Some((exit, value, outcome)) => exit(value, outcome),
-                None => unreachable!("async-contextlib: a from_sync exit taken and not run"),
-            },
-        }
+        .await
     }
 
     fn name(&self) -> &'static str {
