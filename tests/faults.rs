@@ -163,6 +163,7 @@ scenarios! {
     case12_an_owned_stack_exits_before_the_owned_manager_around_it: SHORT;
     case12_a_standalone_owned_stack_in_an_aborted_task_exits_after_the_abort: SHORT;
     case12_a_detached_stack_whose_runtime_shuts_down_is_counted: SHORT;
+    case12_drain_timeout_names_the_entry_a_detached_stack_waits_on: SHORT;
     case12_an_owned_stack_dropped_by_a_panicking_task_exits_with_panicked: SHORT;
     case13_a_stack_enter_that_panics_in_poll_and_drop_does_not_abort: SHORT;
     case13_a_block_cut_by_a_timeout_that_panics_as_it_is_dropped_current_thread: SHORT;
@@ -1800,6 +1801,37 @@ mod scenarios {
         assert_eq!(probe.log(), ["newer:panicked", "older:panicked"]);
         let s = settled();
         assert_eq!((s.entered, s.exited, s.abandoned), (2, 2, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case12_drain_timeout_names_the_entry_a_detached_stack_waits_on() {
+        use async_contextlib::{BoxError, ExitStack};
+        let probe = Probe::new();
+        let p = probe.clone();
+        let rt = current_thread();
+        let names = rt.block_on(async move {
+            let scope = async move {
+                let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                    stack.enter(strict()).await?;
+                    stack.enter(Hand::new("newer", p)).await?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                });
+                r
+            };
+            let timed = tokio::time::timeout(Duration::from_millis(5), scope).await;
+            assert!(timed.is_err(), "the scope is cancelled");
+            let still = drain_timeout(Duration::from_millis(100))
+                .await
+                .expect_err("strict's exit never ends");
+            still.names().to_vec()
+        });
+        // The newer entry exited; the stack waits on `strict`, by name.
+        assert_eq!(probe.log(), ["newer:cancelled"]);
+        assert!(names.contains(&"strict"), "{names:?}");
+        drop(rt);
+        let s = settled();
+        assert_eq!((s.exited, s.lost), (2, 1), "{s:?}");
         assert_accounted(s);
     }
 

@@ -41,6 +41,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
+use crate::driver::ticket::Ticket;
 use crate::driver::{Job, JobKind, cascade, diag, in_place, stats};
 use crate::outcome::Payload;
 use crate::scope::guard::exit_task;
@@ -226,10 +227,14 @@ pub fn detach_entry<M: SendManager + 'static>(
     into_box: fn(M::Error) -> BoxError,
 ) -> DetachedEntry {
     use futures_util::FutureExt as _;
+    // Held until its exit ends, so that `drain_timeout` names the entry
+    // the handed-over stack waits on (the stack's own job counts it).
+    let held = Ticket::new(name, JobKind::Stack);
     let exit = move |manager: M, outcome: Outcome| {
-        manager
-            .exit_owned(outcome)
-            .map(move |result| result.map_err(into_box))
+        manager.exit_owned(outcome).map(move |result| {
+            drop(held);
+            result.map_err(into_box)
+        })
     };
     let entry = EntryImpl {
         name,
