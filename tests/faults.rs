@@ -180,6 +180,8 @@ scenarios! {
     case14_a_from_sync_exit_running_at_shutdown_is_counted_exited: SHORT;
     case14_a_background_shutdown_does_not_wait_for_a_from_sync_exit: SHORT;
     case14_a_from_sync_exit_first_polled_at_shutdown_does_not_block_it: SHORT;
+    case14_a_manager_cut_between_two_blocking_exits_at_shutdown_is_lost: SHORT;
+    case14_a_stack_finishing_a_from_sync_exit_in_place_at_shutdown_does_not_block_it: SHORT;
     case14_a_panicking_manager_expression_exits_the_entered_with_panicked: SHORT;
     case14_enter_timeout_keeps_the_token_of_what_it_wraps: SHORT;
     case14_enter_timeout_of_an_owned_stack_hands_it_over: SHORT;
@@ -2452,6 +2454,112 @@ mod scenarios {
         assert_eq!(ran.load(SeqCst), 1);
         assert_eq!((s.entered, s.exited, s.lost), (1, 1, 0), "{s:?}");
         assert_accounted(s);
+    }
+
+    type SyncExitFn = Box<dyn FnOnce((), Outcome) -> Result<(), std::io::Error> + Send>;
+    type SyncEnterFn = fn() -> Result<(), std::io::Error>;
+    type Sync = async_contextlib::FromSync<(), SyncEnterFn, SyncExitFn>;
+
+    /// A hand-written manager around two `from_sync` ones, exiting them
+    /// one after the other: its exit is more than one blocking exit.
+    struct Pair(Sync, Sync);
+
+    impl AsyncContextManager for Pair {
+        type Value<'a> = ();
+        type Error = std::io::Error;
+        async fn enter(&mut self) -> Result<(), std::io::Error> {
+            self.0.enter().await?;
+            self.1.enter().await?;
+            Ok(())
+        }
+        async fn exit(&mut self, outcome: Outcome) -> Result<(), std::io::Error> {
+            self.0.exit(outcome.clone()).await?;
+            self.1.exit(outcome).await
+        }
+        fn name(&self) -> &'static str {
+            "pair"
+        }
+    }
+
+    impl OwnedManager for Pair {}
+
+    pub(super) fn case14_a_manager_cut_between_two_blocking_exits_at_shutdown_is_lost() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(started_tx));
+        let closure = |ran: Arc<AtomicUsize>, tx: Arc<Mutex<std::sync::mpsc::Sender<()>>>| {
+            Box::new(move |(), _: Outcome| {
+                tx.lock().unwrap().send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                ran.fetch_add(1, SeqCst);
+                Ok(())
+            }) as SyncExitFn
+        };
+        let ok: SyncEnterFn = || Ok(());
+        let pair = Pair(
+            from_sync(ok, closure(ran.clone(), started_tx.clone())),
+            from_sync(ok, closure(ran.clone(), started_tx)),
+        );
+        let rt = current_thread();
+        rt.block_on(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let _: Result<(), std::io::Error> = with_scope!(pair => {
+                    let _ = tx.send(());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                });
+            });
+            rx.await.unwrap();
+            task.abort();
+            // Until the first blocking exit runs.
+            while started_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        drop(rt);
+        let s = settled();
+        // The pair's exit did not reach its end (its second blocking exit
+        // never started): it is lost, not taken for exited.
+        assert_eq!(ran.load(SeqCst), 1);
+        assert_eq!((s.entered, s.exited, s.lost), (1, 0, 1), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case14_a_stack_finishing_a_from_sync_exit_in_place_at_shutdown_does_not_block_it()
+    {
+        use async_contextlib::{BoxError, ExitStack};
+        // Counted per manager: the scope's diagnostics gate is on (the
+        // stack's in-place finish then reaches the exit's first poll).
+        async_contextlib::diagnostics::set_per_manager_stats(true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rt = current_thread();
+        rt.spawn(async move {
+            let manager = from_sync(
+                || Ok::<_, std::io::Error>(()),
+                |(), _: Outcome| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    Ok(())
+                },
+            );
+            let _: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
+                stack.enter(manager).await?;
+                // A callback: the stack is finished in place.
+                stack.push_callback(async {});
+                tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+        });
+        rt.block_on(async {
+            while rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let started = Instant::now();
+        drop(rt);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "the drop took {took:?}");
     }
 
     fn panicking_manager(_: &'static str) -> Hand<Arc<Probe>> {

@@ -134,6 +134,14 @@ pub trait AsyncContextManager {
     /// success.
     #[doc(hidden)]
     const __MOVES_ON: bool = false;
+
+    /// Whether this manager's exit, dropped in flight by the exit driver's
+    /// job for it (its runtime shutting down), goes on elsewhere and counts
+    /// its own end, so that the job does not count it lost: `from_sync`'s
+    /// blocking exit, which no shutdown can cut. Its exit future must be
+    /// all that is left of the job's work when dropped.
+    #[doc(hidden)]
+    const __EXIT_COUNTS_ITSELF: bool = false;
 }
 
 /// A manager whose exit may outlive the scope: `'static`, owning everything

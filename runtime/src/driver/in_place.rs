@@ -90,15 +90,18 @@ fn finish_after<F: Future>(
     name: &'static str,
     work: F,
 ) -> Ran<F::Output> {
-    let ran = cascade::barrier(|| {
-        let _running = super::Running::enter();
-        // Boxed (a cold path) so that a panic in its drop can be caught.
-        let mut work = Box::pin(work);
-        let ran = run(inner, work.as_mut(), name);
-        if catch_unwind(AssertUnwindSafe(move || drop(work))).is_err() {
-            diag::report_exit_error(name, "in place", "its exit panicked while being dropped");
-        }
-        ran
+    // Finished here, whatever is being dropped around: no hand-off.
+    let ran = super::ticket::refusing(|| {
+        cascade::barrier(|| {
+            let _running = super::Running::enter();
+            // Boxed (a cold path) so that a panic in its drop can be caught.
+            let mut work = Box::pin(work);
+            let ran = run(inner, work.as_mut(), name);
+            if catch_unwind(AssertUnwindSafe(move || drop(work))).is_err() {
+                diag::report_exit_error(name, "in place", "its exit panicked while being dropped");
+            }
+            ran
+        })
     });
     ticket.done();
     ran
@@ -111,6 +114,8 @@ fn run<F: Future + ?Sized>(
 ) -> Ran<F::Output> {
     let handle = Handle::try_current().ok();
     if handle.as_ref().is_some_and(shutting_down) {
+        // The one poll its runtime gives it, as a dropped job's.
+        let _last = super::LastChanceFlag::set();
         if let Some(mut inner) = inner {
             let _ = poll_once(inner.as_mut());
         }

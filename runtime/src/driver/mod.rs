@@ -68,6 +68,23 @@ impl Job {
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
+        Job::build(name, kind, work, false)
+    }
+
+    /// [`Job::new`] for the exit of a manager whose exit, dropped in
+    /// flight, counts its own end (`__EXIT_COUNTS_ITSELF`): the job lets
+    /// it (`ticket::hand_off`).
+    pub(crate) fn exit<F, E>(name: &'static str, work: F, counts_itself: bool) -> Job
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        Job::build(name, JobKind::Exit, work, counts_itself)
+    }
+
+    fn build<F, E>(name: &'static str, kind: JobKind, work: F, accepts: bool) -> Job
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+    {
         let ticket = Ticket::new(name, kind);
         Job {
             node: Box::pin(async move {
@@ -76,7 +93,7 @@ impl Job {
                 let mut held = std::pin::pin!(Held {
                     work: Some(AssertUnwindSafe(work).catch_unwind()),
                     ticket,
-                    accepts: kind == JobKind::Exit,
+                    accepts,
                 });
                 let result = std::future::poll_fn(|cx| {
                     let _running = Running::enter();
@@ -119,8 +136,9 @@ impl Job {
 
 pin_project_lite::pin_project! {
     /// A job's work and its ticket. Dropped unfinished, the ticket counts
-    /// the work lost, unless the work (an exit, `accepts`) hands the
-    /// counting of its end to whoever finishes it (`ticket::hand_off`).
+    /// the work lost, unless the work (an exit that counts itself,
+    /// `accepts`) hands the counting of its end to whoever finishes it
+    /// (`ticket::hand_off`).
     struct Held<W> {
         #[pin]
         work: Option<W>,

@@ -105,41 +105,53 @@ impl Drop for Ticket {
 }
 
 thread_local! {
-    /// While a job drops its unfinished work: `Some(false)` if the work may
-    /// hand the counting of its end over ([`hand_off`]), `Some(true)` once
-    /// it has; `None` otherwise.
+    /// While a job drops its unfinished work: `Some(false)` if that work
+    /// may hand the counting of its end over ([`hand_off`]), `Some(true)`
+    /// once it has; `None` otherwise.
     static HANDOFF: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
-/// Drops a job's unfinished work (`drop_work`), letting it hand the
-/// counting of its end over if `accepts`; says whether it did (the job's
-/// ticket is then not counted lost: the work counts its own end).
-pub(crate) fn dropping(accepts: bool, drop_work: impl FnOnce()) -> bool {
+/// Runs `f` with the hand-off in `state`, then restores what it was;
+/// returns what `f` returned and the state it left.
+fn with_handoff<R>(state: Option<bool>, f: impl FnOnce() -> R) -> (R, Option<bool>) {
     struct Restore(Option<bool>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let _ = HANDOFF.try_with(|h| h.set(self.0));
         }
     }
-    let outer = HANDOFF
-        .try_with(|h| h.replace(accepts.then_some(false)))
-        .unwrap_or(None);
+    let outer = HANDOFF.try_with(|h| h.replace(state)).unwrap_or(None);
     let _restore = Restore(outer);
-    drop_work();
-    HANDOFF.try_with(std::cell::Cell::get).ok().flatten() == Some(true)
+    let out = f();
+    (out, HANDOFF.try_with(std::cell::Cell::get).ok().flatten())
 }
 
-/// Called by work dropped unfinished that finishes elsewhere and counts
+/// Drops a job's unfinished work (`drop_work`), letting it hand the
+/// counting of its end over if `accepts` (the job's manager says its exit
+/// counts itself: `AsyncContextManager::__EXIT_COUNTS_ITSELF`); says
+/// whether it did (the job's ticket is then not counted lost).
+pub(crate) fn dropping(accepts: bool, drop_work: impl FnOnce()) -> bool {
+    with_handoff(accepts.then_some(false), drop_work).1 == Some(true)
+}
+
+/// Runs `f` (other work: an exit finished in place) where no hand-off is
+/// offered, whatever is being dropped around it.
+pub(crate) fn refusing<R>(f: impl FnOnce() -> R) -> R {
+    with_handoff(None, f).0
+}
+
+/// Called by an exit dropped in flight that finishes elsewhere and counts
 /// its own end (a blocking exit already handed to a blocking thread): true
-/// if the job dropping it takes that over, so that it is counted once.
+/// if the job dropping it takes that over — once per job, so that the end
+/// is counted once.
 pub(crate) fn hand_off() -> bool {
     HANDOFF
         .try_with(|h| {
-            let accepts = h.get().is_some();
-            if accepts {
+            let offered = h.get() == Some(false);
+            if offered {
                 h.set(Some(true));
             }
-            accepts
+            offered
         })
         .unwrap_or(false)
 }

@@ -452,6 +452,8 @@ where
     fn name(&self) -> &'static str {
         NAME
     }
+
+    const __EXIT_COUNTS_ITSELF: bool = true;
 }
 
 impl<T, E, En, Ex> OwnedManager for FromSync<T, En, Ex>

@@ -248,6 +248,8 @@ impl<M: AsyncContextManager> AsyncContextManager for EnterTimeout<M> {
     const __RESUMABLE_EXIT: bool = M::__RESUMABLE_EXIT;
     // It owns the manager: dropping it drops the manager.
     const __DROP_CANCELS: bool = M::__DROP_CANCELS;
+    // Its exit is the manager's, its error mapped.
+    const __EXIT_COUNTS_ITSELF: bool = M::__EXIT_COUNTS_ITSELF;
 }
 
 impl<M: OwnedManager> OwnedManager for EnterTimeout<M> {}

@@ -10,9 +10,9 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 
-use super::step::{Boxed, handoff};
+use super::step::{Boxed, handoff, handoff_counted};
 use crate::driver::watch::Watched;
-use crate::driver::{self, Job, JobKind, in_place};
+use crate::driver::{self, Job, in_place};
 use crate::{AsyncContextManager, Outcome, OwnedManager, Panic};
 
 /// How a guard finishes its manager's exit when the scope is dropped.
@@ -56,11 +56,17 @@ where
 {
     const DETACHABLE: bool = true;
     fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, M> {
-        Ok(Job::new(name, JobKind::Exit, (self.0)(manager, outcome)))
+        let work = (self.0)(manager, outcome);
+        Ok(Job::exit(name, work, M::__EXIT_COUNTS_ITSELF))
     }
     fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M> {
         // `M: 'static`, so `M::Error: 'static`.
-        Ok((Box::pin((self.0)(manager, outcome)), handoff::<M::Error>))
+        let handoff = if M::__EXIT_COUNTS_ITSELF {
+            handoff_counted::<M::Error>
+        } else {
+            handoff::<M::Error>
+        };
+        Ok((Box::pin((self.0)(manager, outcome)), handoff))
     }
 }
 

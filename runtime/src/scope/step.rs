@@ -661,9 +661,15 @@ pub(crate) type Handoff<E> = fn(BoxedExit<E>, &'static str) -> Job;
 /// A boxed exit and what hands it over.
 pub(crate) type Boxed<E> = (BoxedExit<E>, Handoff<E>);
 
-/// The [`Handoff`] of every boxed exit.
+/// The [`Handoff`] of a boxed exit.
 pub(crate) fn handoff<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
     Job::new(name, JobKind::Exit, exit)
+}
+
+/// The [`Handoff`] of a boxed exit that counts itself when dropped in
+/// flight (`__EXIT_COUNTS_ITSELF`).
+pub(crate) fn handoff_counted<E: 'static>(exit: BoxedExit<E>, name: &'static str) -> Job {
+    Job::exit(name, exit, true)
 }
 
 /// A boxed owned exit (see `Scope::exit`): dropped before it finishes, it
