@@ -181,6 +181,9 @@ scenarios! {
     case14_a_background_shutdown_does_not_wait_for_a_from_sync_exit: SHORT;
     case14_a_from_sync_exit_first_polled_at_shutdown_does_not_block_it: SHORT;
     case14_a_manager_cut_between_two_blocking_exits_at_shutdown_is_lost: SHORT;
+    case14_a_from_sync_enter_done_at_shutdown_is_released_and_counted: SHORT;
+    case14_a_from_sync_enter_done_at_background_shutdown_is_released_and_counted: SHORT;
+    case14_many_from_sync_scopes_at_shutdown_balance: SHORT;
     case14_a_stack_finishing_a_from_sync_exit_in_place_at_shutdown_does_not_block_it: SHORT;
     case14_a_panicking_manager_expression_exits_the_entered_with_panicked: SHORT;
     case14_enter_timeout_keeps_the_token_of_what_it_wraps: SHORT;
@@ -2560,6 +2563,118 @@ mod scenarios {
         drop(rt);
         let took = started.elapsed();
         assert!(took < Duration::from_secs(1), "the drop took {took:?}");
+    }
+
+    /// A `from_sync` enter finishes while nobody drives its runtime, which
+    /// then shuts down (`background`: without waiting) before the scope
+    /// picks the value up.
+    fn from_sync_entered_at_shutdown(background: bool) {
+        let entered = Arc::new(AtomicUsize::new(0));
+        let exited = Arc::new(AtomicUsize::new(0));
+        let (e, x) = (entered.clone(), exited.clone());
+        let rt = current_thread();
+        rt.spawn(async move {
+            let manager = from_sync(
+                move || {
+                    e.fetch_add(1, SeqCst);
+                    Ok::<_, std::io::Error>(())
+                },
+                move |(), _: Outcome| {
+                    x.fetch_add(1, SeqCst);
+                    Ok(())
+                },
+            );
+            let _: Result<(), std::io::Error> = with_scope!(manager => {
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+        });
+        // One tick: the task starts the blocking enter.
+        rt.block_on(tokio::task::yield_now());
+        while entered.load(SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if background {
+            rt.shutdown_background();
+        } else {
+            drop(rt);
+        }
+        let s = settled();
+        // Acquired, so released once (on the driver's own runtime), and
+        // counted so.
+        assert_eq!(exited.load(SeqCst), 1, "{s:?}");
+        assert_eq!((s.entered, s.exited, s.lost), (1, 1, 0), "{s:?}");
+        assert_accounted(s);
+    }
+
+    pub(super) fn case14_a_from_sync_enter_done_at_shutdown_is_released_and_counted() {
+        from_sync_entered_at_shutdown(false);
+    }
+
+    pub(super) fn case14_a_from_sync_enter_done_at_background_shutdown_is_released_and_counted() {
+        from_sync_entered_at_shutdown(true);
+    }
+
+    /// 200 `from_sync` scopes (half of them in `enter_timeout`) entering,
+    /// exiting, some aborted, some exits panicking, on `rt`, which is then
+    /// dropped mid-flight. Returns how many exit closures ran.
+    fn many_from_sync_scopes_at_shutdown(rt: tokio::runtime::Runtime) -> usize {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        rt.block_on(async move {
+            for i in 0..200_u64 {
+                let r = r.clone();
+                let manager = from_sync(
+                    || Ok::<_, std::io::Error>(()),
+                    move |(), _: Outcome| {
+                        std::thread::sleep(Duration::from_millis(i % 7 * 5));
+                        r.fetch_add(1, SeqCst);
+                        assert!(i % 5 != 0, "exit {i} panics");
+                        Ok(())
+                    },
+                );
+                let task = tokio::spawn(async move {
+                    let pause = Duration::from_millis(i % 3);
+                    if i % 2 == 0 {
+                        let limit = Duration::from_secs(5);
+                        let _: Result<(), async_contextlib::EnterError<std::io::Error>> =
+                            with_scope!(async_contextlib::enter_timeout(manager, limit) => {
+                                tokio::time::sleep(pause).await;
+                                Ok(())
+                            });
+                    } else {
+                        let _: Result<(), std::io::Error> = with_scope!(manager => {
+                            tokio::time::sleep(pause).await;
+                            Ok(())
+                        });
+                    }
+                });
+                if i % 3 == 0 {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        task.abort();
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        });
+        drop(rt);
+        let _ = futures::executor::block_on(drain_timeout(Duration::from_secs(20)));
+        ran.load(SeqCst)
+    }
+
+    pub(super) fn case14_many_from_sync_scopes_at_shutdown_balance() {
+        // Dozens of panics: printing each one's backtrace would take longer
+        // than the scenario.
+        std::panic::set_hook(Box::new(|_| {}));
+        let ran = many_from_sync_scopes_at_shutdown(multi_thread())
+            + many_from_sync_scopes_at_shutdown(current_thread());
+        let s = settled();
+        // Never counted exited without running; every entered manager
+        // exited, abandoned or lost.
+        assert!(s.exited as usize <= ran, "{s:?}, {ran} ran");
+        assert_accounted(s);
     }
 
     fn panicking_manager(_: &'static str) -> Hand<Arc<Probe>> {

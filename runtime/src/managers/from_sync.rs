@@ -101,6 +101,9 @@ struct Shared<T, Ex> {
 
 enum State<T> {
     Idle,
+    /// Spawned, not yet started by a blocking thread (one that finds
+    /// anything else here runs nothing: its future is gone).
+    Queued,
     Running,
     /// The enter finished with this value.
     Entered(T),
@@ -117,13 +120,12 @@ fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs the exit of an enter whose scope is gone, on this (blocking)
-/// thread, and counts it as entered and exited.
+/// Runs the exit of an enter whose scope is gone (counted entered by the
+/// caller), on this (blocking) thread, and counts it exited.
 fn cleanup<T, E, Ex>(shared: &Shared<T, Ex>, value: T, mut ticket: Ticket)
 where
     Ex: FnOnce(T, Outcome) -> Result<(), E>,
 {
-    stats::entered(NAME);
     let exit = lock(&shared.exit).take();
     let result =
         exit.map(|exit| catch_unwind(AssertUnwindSafe(|| exit(value, Outcome::Cancelled))));
@@ -171,8 +173,10 @@ where
             (State::Failed(Some(payload)), _) => resume_unwind(payload),
             (_, Ok(Err(error))) => Poll::Ready(Err(error)),
             (_, Err(e)) if e.is_panic() => resume_unwind(e.into_panic()),
+            // Refused before it ran (its runtime is shutting down): nothing
+            // was acquired.
             (_, joined) => panic!(
-                "async-contextlib: from_sync enter ended without a value ({:?})",
+                "async-contextlib: from_sync's enter could not run, nothing was acquired ({:?})",
                 joined.err()
             ),
         }
@@ -188,17 +192,25 @@ where
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         match std::mem::replace(&mut *state, State::Taken) {
+            // Not started: it never will be, nothing was acquired.
+            State::Queued => {}
             // Still blocking: its thread runs the exit when it is done.
             State::Running => *state = State::Abandoned(Ticket::new(NAME, Kind::Blocking)),
-            // Done, but never picked up: the value is ours to release, on
-            // the blocking pool too. With no runtime left to run it, the
-            // ticket counts it lost.
+            // Done, but never picked up: entered, and the value is ours to
+            // release, on a blocking pool too — the driver's own if this
+            // runtime is shutting down (it would drop the task unrun). With
+            // no runtime left to run it, the ticket counts it lost.
             State::Entered(value) => {
                 drop(state);
+                stats::entered(NAME);
                 let ticket = Ticket::new(NAME, Kind::Blocking);
                 let shared = self.shared.clone();
                 let work = move || cleanup(&shared, value, ticket);
-                if let Some(handle) = Handle::try_current().ok().or_else(crate::driver::fallback) {
+                let handle = Handle::try_current()
+                    .ok()
+                    .filter(|h| !in_place::shutting_down(h))
+                    .or_else(crate::driver::fallback);
+                if let Some(handle) = handle {
                     let _ = in_place::silently(move || drop(handle.spawn_blocking(work)));
                 }
             }
@@ -396,14 +408,23 @@ where
             .enter
             .take()
             .expect("async-contextlib: from_sync manager entered twice; a manager is single-use");
-        *lock(&self.shared.state) = State::Running;
+        *lock(&self.shared.state) = State::Queued;
         let shared = self.shared.clone();
         let join = tokio::task::spawn_blocking(move || {
+            {
+                let mut state = lock(&shared.state);
+                if !matches!(*state, State::Queued) {
+                    // Its future is gone: nothing to acquire.
+                    return Ok(());
+                }
+                *state = State::Running;
+            }
             let entered = catch_unwind(AssertUnwindSafe(enter));
             let mut state = lock(&shared.state);
             match (std::mem::replace(&mut *state, State::Taken), entered) {
                 (State::Abandoned(ticket), Ok(Ok(value))) => {
                     drop(state);
+                    stats::entered(NAME);
                     cleanup(&shared, value, ticket);
                     Ok(())
                 }
