@@ -1607,6 +1607,16 @@ mod scenarios {
         probe.exited.fetch_add(1, SeqCst);
     }
 
+    /// Cuts `scope` after 5 ms (it must not have ended), then drains: what
+    /// `probe` had logged when the cut returned, and once drained.
+    async fn cancel_then_drain<F: Future>(probe: &Probe, scope: F) -> (Vec<String>, Vec<String>) {
+        let timed = tokio::time::timeout(Duration::from_millis(5), scope).await;
+        assert!(timed.is_err(), "the scope is cancelled");
+        let at_cancel = probe.log();
+        async_contextlib::drain().await;
+        (at_cancel, probe.log())
+    }
+
     fn owned_stack_exits_after_the_drop(rt: tokio::runtime::Runtime, single_thread: bool) {
         use async_contextlib::{BoxError, ExitStack};
         let probe = Probe::new();
@@ -1637,11 +1647,7 @@ mod scenarios {
                 });
                 r
             };
-            let timed = tokio::time::timeout(Duration::from_millis(5), scope).await;
-            assert!(timed.is_err(), "the scope is cancelled");
-            let at_cancel = probe.log();
-            async_contextlib::drain().await;
-            (at_cancel, probe.log())
+            cancel_then_drain(&probe, scope).await
         });
         drop(rt);
         let (at_cancel, after) = at_cancel;
@@ -2307,31 +2313,40 @@ mod scenarios {
         assert_eq!((s.exit_failures, s.pending), (0, 0), "{s:?}");
     }
 
-    /// A `from_sync` scope in a task of `rt`, which is dropped mid-body.
-    fn from_sync_at_shutdown(rt: tokio::runtime::Runtime) {
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = ran.clone();
+    /// Waits (polling, so that a current-thread runtime runs meanwhile)
+    /// until `rx` receives.
+    async fn received(rx: &std::sync::mpsc::Receiver<()>) {
+        while rx.try_recv().is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Spawns on `rt` a task whose `from_sync` scope (with `exit`) waits
+    /// forever in its block, and drives `rt` until the block runs.
+    fn from_sync_scope_in_a_task<X>(rt: &tokio::runtime::Runtime, exit: X)
+    where
+        X: FnOnce((), Outcome) -> Result<(), std::io::Error> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
-            let manager = from_sync(
-                || Ok::<_, std::io::Error>(()),
-                move |(), outcome: Outcome| {
-                    assert!(matches!(outcome, Outcome::Cancelled), "{outcome}");
-                    r.fetch_add(1, SeqCst);
-                    Ok(())
-                },
-            );
+            let manager = from_sync(|| Ok::<_, std::io::Error>(()), exit);
             let _: Result<(), std::io::Error> = with_scope!(manager => {
                 tx.send(()).unwrap();
                 std::future::pending::<()>().await;
                 Ok(())
             });
         });
-        // Drives a current-thread runtime until the block runs.
-        rt.block_on(async {
-            while rx.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+        rt.block_on(received(&rx));
+    }
+
+    /// A `from_sync` scope in a task of `rt`, which is dropped mid-body.
+    fn from_sync_at_shutdown(rt: tokio::runtime::Runtime) {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        from_sync_scope_in_a_task(&rt, move |(), outcome: Outcome| {
+            assert!(matches!(outcome, Outcome::Cancelled), "{outcome}");
+            r.fetch_add(1, SeqCst);
+            Ok(())
         });
         drop(rt);
         let s = settled();
@@ -2388,9 +2403,7 @@ mod scenarios {
             rx.await.unwrap();
             // Cancelled: the exit goes to the driver, a task of this runtime.
             task.abort();
-            while started_rx.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            received(&started_rx).await;
         });
         let started = Instant::now();
         if background {
@@ -2427,27 +2440,11 @@ mod scenarios {
         // runtime is dropped: on the driver's own blocking pool, not here.
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
         let rt = current_thread();
-        rt.spawn(async move {
-            let manager = from_sync(
-                || Ok::<_, std::io::Error>(()),
-                move |(), _: Outcome| {
-                    std::thread::sleep(Duration::from_secs(2));
-                    r.fetch_add(1, SeqCst);
-                    Ok(())
-                },
-            );
-            let _: Result<(), std::io::Error> = with_scope!(manager => {
-                tx.send(()).unwrap();
-                std::future::pending::<()>().await;
-                Ok(())
-            });
-        });
-        rt.block_on(async {
-            while rx.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+        from_sync_scope_in_a_task(&rt, move |(), _: Outcome| {
+            std::thread::sleep(Duration::from_secs(2));
+            r.fetch_add(1, SeqCst);
+            Ok(())
         });
         let started = Instant::now();
         rt.shutdown_background();
@@ -2516,9 +2513,7 @@ mod scenarios {
             rx.await.unwrap();
             task.abort();
             // Until the first blocking exit runs.
-            while started_rx.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            received(&started_rx).await;
         });
         drop(rt);
         let s = settled();
@@ -2554,11 +2549,7 @@ mod scenarios {
                 Ok(())
             });
         });
-        rt.block_on(async {
-            while rx.try_recv().is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
+        rt.block_on(received(&rx));
         let started = Instant::now();
         drop(rt);
         let took = started.elapsed();
@@ -2801,11 +2792,7 @@ mod scenarios {
                 );
                 r
             };
-            let timed = tokio::time::timeout(Duration::from_millis(5), scope).await;
-            assert!(timed.is_err(), "the scope is cancelled");
-            let at_cancel = probe.log();
-            async_contextlib::drain().await;
-            (at_cancel, probe.log())
+            cancel_then_drain(&probe, scope).await
         });
         // The wrapped stack is dropped as a stack is (not exited in place on
         // this one thread, where its entry's timer could not run).
