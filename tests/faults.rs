@@ -189,6 +189,7 @@ scenarios! {
     case14_enter_timeout_keeps_the_token_of_what_it_wraps: SHORT;
     case14_enter_timeout_of_an_owned_stack_hands_it_over: SHORT;
     case14_a_refused_stack_entry_whose_drop_panics_does_not_abort: SHORT;
+    case14_a_stack_entry_whose_deadline_and_drop_panic_does_not_abort: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_current_thread: SHORT;
     case13_an_enter_that_panics_as_its_cancelled_scope_drops_it_multi_thread: SHORT;
 }
@@ -2719,8 +2720,9 @@ mod scenarios {
         assert_eq!(r, Err(EnterError::Manager(TokenCancelled)));
     }
 
-    /// Bounds the block it guards, and panics when dropped.
-    struct BoundingBomb;
+    /// Bounds the block it guards (or, `.0`, panics when asked whether it
+    /// does), and panics when dropped.
+    struct BoundingBomb(bool);
 
     impl AsyncContextManager for BoundingBomb {
         type Value<'a> = ();
@@ -2732,6 +2734,7 @@ mod scenarios {
             Ok(())
         }
         fn deadline(&mut self) -> Option<async_contextlib::Deadline<std::io::Error>> {
+            assert!(!self.0, "bounding bomb: deadline panicked");
             Some(async_contextlib::Deadline {
                 at: tokio::time::Instant::now() + Duration::from_secs(60),
                 error: std::io::Error::other("late"),
@@ -2747,7 +2750,9 @@ mod scenarios {
 
     async_contextlib::send_manager!(BoundingBomb);
 
-    pub(super) fn case14_a_refused_stack_entry_whose_drop_panics_does_not_abort() {
+    /// Enters `bomb` into a stack after an older entry: the panic that
+    /// resumes, once the older entry exited with `Panicked`.
+    fn refused_bomb(bomb: BoundingBomb) -> String {
         use async_contextlib::{BoxError, ExitStack};
         let probe = Probe::new();
         let p = probe.clone();
@@ -2755,23 +2760,32 @@ mod scenarios {
             AssertUnwindSafe(async move {
                 let r: Result<(), BoxError> = with_scope!(ExitStack::new() as stack => {
                     stack.enter(Hand::new("older", p)).await?;
-                    stack.enter(BoundingBomb).await?;
+                    stack.enter(bomb).await?;
                     Ok(())
                 });
                 r
             })
             .catch_unwind(),
         );
-        let payload = caught.expect_err("the refusal resumes");
-        assert!(
-            panic_message(&*payload).contains("an ExitStack entry guards no block"),
-            "{}",
-            panic_message(&*payload)
-        );
+        let payload = caught.expect_err("the panic resumes");
         assert_eq!(probe.log(), ["older:panicked"]);
         let s = settled();
         assert_eq!((s.entered, s.exited), (2, 2), "{s:?}");
         assert_accounted(s);
+        panic_message(&*payload)
+    }
+
+    pub(super) fn case14_a_refused_stack_entry_whose_drop_panics_does_not_abort() {
+        let message = refused_bomb(BoundingBomb(false));
+        assert!(
+            message.contains("an ExitStack entry guards no block"),
+            "{message}"
+        );
+    }
+
+    pub(super) fn case14_a_stack_entry_whose_deadline_and_drop_panic_does_not_abort() {
+        let message = refused_bomb(BoundingBomb(true));
+        assert_eq!(message, "bounding bomb: deadline panicked");
     }
 
     pub(super) fn case14_enter_timeout_of_an_owned_stack_hands_it_over() {

@@ -115,7 +115,7 @@ fn run<F: Future + ?Sized>(
     let handle = Handle::try_current().ok();
     if handle.as_ref().is_some_and(shutting_down) {
         // The one poll its runtime gives it, as a dropped job's.
-        let _last = super::LastChanceFlag::set();
+        let _last = super::last_chance_flag();
         if let Some(mut inner) = inner {
             let _ = poll_once(inner.as_mut());
         }

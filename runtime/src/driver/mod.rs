@@ -194,7 +194,7 @@ impl Future for LastChance {
 impl Drop for LastChance {
     fn drop(&mut self) {
         if let Some(mut node) = self.0.take() {
-            let _flag = LastChanceFlag::set();
+            let _flag = last_chance_flag();
             // Jobs catch their work's panics; a panic here is the driver's
             // own and must not escape a destructor.
             let _ = in_place::silently(|| in_place::poll_once(node.as_mut()));
@@ -215,17 +215,31 @@ pub(crate) fn last_chance() -> bool {
 }
 
 /// Sets [`last_chance`] while it lives.
-struct LastChanceFlag(bool);
+fn last_chance_flag() -> SetFor<bool> {
+    SetFor::new(&LAST_CHANCE, true)
+}
 
-impl LastChanceFlag {
-    fn set() -> LastChanceFlag {
-        LastChanceFlag(LAST_CHANCE.try_with(|f| f.replace(true)).unwrap_or(false))
+/// Holds a thread-local cell at a value while it lives, then puts back
+/// what it held (nothing, during the thread's teardown).
+pub(crate) struct SetFor<T: Copy + 'static> {
+    key: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    old: Option<T>,
+}
+
+impl<T: Copy + 'static> SetFor<T> {
+    pub(crate) fn new(key: &'static std::thread::LocalKey<std::cell::Cell<T>>, value: T) -> Self {
+        SetFor {
+            key,
+            old: key.try_with(|cell| cell.replace(value)).ok(),
+        }
     }
 }
 
-impl Drop for LastChanceFlag {
+impl<T: Copy + 'static> Drop for SetFor<T> {
     fn drop(&mut self) {
-        let _ = LAST_CHANCE.try_with(|f| f.set(self.0));
+        if let Some(old) = self.old {
+            let _ = self.key.try_with(|cell| cell.set(old));
+        }
     }
 }
 

@@ -114,14 +114,7 @@ thread_local! {
 /// Runs `f` with the hand-off in `state`, then restores what it was;
 /// returns what `f` returned and the state it left.
 fn with_handoff<R>(state: Option<bool>, f: impl FnOnce() -> R) -> (R, Option<bool>) {
-    struct Restore(Option<bool>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = HANDOFF.try_with(|h| h.set(self.0));
-        }
-    }
-    let outer = HANDOFF.try_with(|h| h.replace(state)).unwrap_or(None);
-    let _restore = Restore(outer);
+    let _restore = super::SetFor::new(&HANDOFF, state);
     let out = f();
     (out, HANDOFF.try_with(std::cell::Cell::get).ok().flatten())
 }

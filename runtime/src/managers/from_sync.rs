@@ -122,27 +122,15 @@ fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
 
 /// Runs the exit of an enter whose scope is gone (counted entered by the
 /// caller), on this (blocking) thread, and counts it exited.
-fn cleanup<T, E, Ex>(shared: &Shared<T, Ex>, value: T, mut ticket: Ticket)
+fn cleanup<T, E, Ex>(shared: &Shared<T, Ex>, value: T, ticket: Ticket)
 where
     Ex: FnOnce(T, Outcome) -> Result<(), E>,
 {
     let exit = lock(&shared.exit).take();
-    let result =
-        exit.map(|exit| catch_unwind(AssertUnwindSafe(|| exit(value, Outcome::Cancelled))));
-    let failure = match result {
-        Some(Ok(Ok(()))) | None => None,
-        Some(Ok(Err(_))) => Some(format!("an error of type `{}`", std::any::type_name::<E>())),
-        Some(Err(payload)) => Some(format!(
-            "panicked: {}",
-            Panic::from_payload(&*payload).message()
-        )),
-    };
-    if let Some(failure) = failure {
-        stats::exit_failed(NAME);
-        diag::report_exit_error(NAME, "after a cut enter", &failure);
-    }
-    stats::exited(NAME);
-    ticket.done();
+    let result = exit.map_or(Ok(Ok(())), |exit| {
+        catch_unwind(AssertUnwindSafe(|| exit(value, Outcome::Cancelled)))
+    });
+    count_exit(&result, "after a cut enter", ticket);
 }
 
 /// The future of a `from_sync` enter: waits for the blocking enter, and if
@@ -305,14 +293,19 @@ where
         None => slot.ended = Some(result),
         Some(ticket) => {
             drop(slot);
-            count_handed(&result, ticket);
+            count_exit(&result, "detached", ticket);
         }
     }
 }
 
-/// Counts the end of an exit whose future was dropped first (as the job
-/// that dropped it would have).
-fn count_handed<E>(result: &std::thread::Result<Result<(), E>>, mut ticket: Ticket) {
+/// Counts the end of an exit no future waits for (a cut enter's, or one
+/// whose future was dropped first), as the job that would have run it
+/// would: exited, failed if it failed, reported (`context`).
+fn count_exit<E>(
+    result: &std::thread::Result<Result<(), E>>,
+    context: &'static str,
+    mut ticket: Ticket,
+) {
     let failure = match result {
         Ok(Ok(())) => None,
         Ok(Err(_)) => Some(format!("an error of type `{}`", std::any::type_name::<E>())),
@@ -323,7 +316,7 @@ fn count_handed<E>(result: &std::thread::Result<Result<(), E>>, mut ticket: Tick
     };
     if let Some(failure) = failure {
         stats::exit_failed(NAME);
-        diag::report_exit_error(NAME, "detached", &failure);
+        diag::report_exit_error(NAME, context, &failure);
     }
     stats::exited(NAME);
     ticket.done();
@@ -382,7 +375,7 @@ impl<T, E, Ex> Drop for SyncExit<T, E, Ex> {
             match slot.ended.take() {
                 Some(result) => {
                     drop(slot);
-                    count_handed(&result, ticket);
+                    count_exit(&result, "detached", ticket);
                 }
                 None => slot.handed = Some(ticket),
             }

@@ -44,7 +44,7 @@ use pin_project_lite::pin_project;
 use crate::driver::ticket::Ticket;
 use crate::driver::{Job, JobKind, cascade, diag, in_place, stats};
 use crate::outcome::Payload;
-use crate::scope::guard::exit_task;
+use crate::scope::guard::{dropped_outcome, exit_task};
 use crate::scope::step::{Code, Lazy};
 use crate::{AsyncContextManager, Failure, Outcome, Panic, SendManager};
 
@@ -550,12 +550,19 @@ impl<'a, K> Core<'a, K> {
         K: Admits<EntryImpl<M, G, F>>,
     {
         let name = manager.name();
-        // Asked just before the enter, as `with_scope!` asks.
-        if manager.deadline().is_some() || manager.__cut_by().is_some() {
+        // Asked just before the enter, as `with_scope!` asks (and, as
+        // there, a panic in them is the manager's).
+        let bounds = catch_unwind(AssertUnwindSafe(|| {
+            manager.deadline().is_some() || manager.__cut_by().is_some()
+        }));
+        if !matches!(bounds, Ok(false)) {
             // Dropped first, under a catch: a manager whose drop panics
-            // must not panic again inside the refusal's unwind (an abort).
+            // must not panic again inside the unwind that follows (an abort).
             let _ = catch_unwind(AssertUnwindSafe(move || drop(manager)));
-            refuse_bounds(name);
+            match bounds {
+                Err(payload) => resume_unwind(payload),
+                Ok(_) => refuse_bounds(name),
+            }
         }
         let node = Box::new(Node {
             next: None,
@@ -1014,13 +1021,7 @@ impl<K> Drop for Core<'_, K> {
         // (its payload is not reachable from here, only the fact).
         let handed_over = self.handed_over.take();
         let driver_stack = handed_over.is_some();
-        let outcome = match handed_over {
-            Some(outcome) => outcome,
-            None if std::thread::panicking() => {
-                Outcome::Panicked(Panic::new("a panic unwound through the exit stack"))
-            }
-            None => Outcome::Cancelled,
-        };
+        let outcome = handed_over.unwrap_or_else(|| dropped_outcome("the exit stack"));
         if !driver_stack && let Some(core) = self.detach_all(&outcome) {
             hand_over(core, outcome);
             return;

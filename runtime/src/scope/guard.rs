@@ -201,21 +201,22 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
             return;
         };
         let (name, scope) = (self.meta.name, self.meta.scope);
-        let outcome = dropped_outcome();
-        match self.detach.job(manager, name, outcome) {
+        let outcome = dropped_outcome("the scope");
+        match self.detach.job(manager, name, outcome.clone()) {
             Ok(job) => driver::queue(scope, job),
-            Err(manager) => finish_in_place(manager, name, scope),
+            Err(manager) => finish_in_place(manager, name, scope, outcome),
         }
     }
 }
 
-/// What the exit of a guard dropped entered sees: `Cancelled`, or
-/// `Panicked` when a panic unwinds through the scope from outside its steps
-/// (a later manager's expression, a sibling future of the same task).
+/// What the exits of something dropped with managers entered (a guard, an
+/// exit stack: `what`) see: `Cancelled`, or `Panicked` when a panic
+/// unwinds through it (from outside a scope's steps: a later manager's
+/// expression, a sibling future of the same task).
 #[cold]
-fn dropped_outcome() -> Outcome {
+pub(crate) fn dropped_outcome(what: &str) -> Outcome {
     if std::thread::panicking() {
-        Outcome::Panicked(Panic::new("a panic unwound through the scope"))
+        Outcome::Panicked(Panic::new(&format!("a panic unwound through {what}")))
     } else {
         Outcome::Cancelled
     }
@@ -224,8 +225,12 @@ fn dropped_outcome() -> Outcome {
 /// The exit of a dropped borrowing manager: before the drop returns, or
 /// abandoned and counted.
 #[cold]
-fn finish_in_place<M: AsyncContextManager>(manager: M, name: &'static str, scope: usize) {
-    let outcome = dropped_outcome();
+fn finish_in_place<M: AsyncContextManager>(
+    manager: M,
+    name: &'static str,
+    scope: usize,
+    outcome: Outcome,
+) {
     let label = outcome.label();
     let work = AssertUnwindSafe(exit_task(manager, outcome)).catch_unwind();
     in_place::record::<M::Error>(name, label, in_place::finish(scope, name, work));
