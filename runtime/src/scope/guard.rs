@@ -22,8 +22,8 @@ pub trait Detach<M: AsyncContextManager> {
     /// Whether `job` returns a job (owned manager with a `Send` exit).
     const DETACHABLE: bool;
     /// Turns the manager into a detached job running its exit with
-    /// `outcome`, or gives it back.
-    fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, M>;
+    /// `outcome`, or gives both back.
+    fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, (M, Outcome)>;
     /// The manager's exit as a boxed `'static` future (that can be handed to
     /// the driver mid-exit), or the manager back.
     fn boxed_exit(&self, manager: M, outcome: Outcome) -> Result<Boxed<M::Error>, M>;
@@ -35,8 +35,8 @@ pub struct InPlace;
 
 impl<M: AsyncContextManager> Detach<M> for InPlace {
     const DETACHABLE: bool = false;
-    fn job(&self, manager: M, _: &'static str, _: Outcome) -> Result<Job, M> {
-        Err(manager)
+    fn job(&self, manager: M, _: &'static str, outcome: Outcome) -> Result<Job, (M, Outcome)> {
+        Err((manager, outcome))
     }
     fn boxed_exit(&self, manager: M, _: Outcome) -> Result<Boxed<M::Error>, M> {
         Err(manager)
@@ -55,7 +55,7 @@ where
     F: Future<Output = Result<(), M::Error>> + Send + 'static,
 {
     const DETACHABLE: bool = true;
-    fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, M> {
+    fn job(&self, manager: M, name: &'static str, outcome: Outcome) -> Result<Job, (M, Outcome)> {
         let work = (self.0)(manager, outcome);
         Ok(Job::exit(name, work, M::__EXIT_COUNTS_ITSELF))
     }
@@ -202,9 +202,9 @@ impl<M: AsyncContextManager, D: Detach<M>> Guard<M, D> {
         };
         let (name, scope) = (self.meta.name, self.meta.scope);
         let outcome = dropped_outcome("the scope");
-        match self.detach.job(manager, name, outcome.clone()) {
+        match self.detach.job(manager, name, outcome) {
             Ok(job) => driver::queue(scope, job),
-            Err(manager) => finish_in_place(manager, name, scope, outcome),
+            Err((manager, outcome)) => finish_in_place(manager, name, scope, outcome),
         }
     }
 }
